@@ -1,0 +1,67 @@
+"""Turns the connection strings users paste (Neon, postgres://, sqlite:///) into one safe URL."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sqlalchemy.engine import URL, make_url
+
+from taskcore.errors import ConfigurationError
+
+__all__ = ["is_local_host", "normalize_url"]
+
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg2"}
+_SQLITE_SCHEMES = {"sqlite", "sqlite+pysqlite"}
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+def normalize_url(raw: str) -> URL:
+    """Parse and normalise a database URL; raise ConfigurationError naming the problem.
+
+    PostgreSQL always goes through psycopg2 (SQLAlchemy 2.1 would pick psycopg 3 for a bare
+    ``postgresql://``, and 1.4+ rejects ``postgres://``). A remote host without ``sslmode``
+    gets ``sslmode=require``: Neon refuses plain connections, and credentials should never
+    cross a network in clear text. Error messages never include the URL or its password.
+    """
+    try:
+        url = make_url(raw.strip())
+    except ValueError:
+        # make_url raises ValueError for a non-numeric port; its text would echo the URL part
+        raise ConfigurationError("DATABASE_URL has an invalid port number") from None
+    except Exception:
+        raise ConfigurationError(
+            "DATABASE_URL is not a valid URL (expected postgresql://user:password@host/dbname "
+            "or sqlite:///path/to/file.db)"
+        ) from None
+    scheme = url.drivername
+    if scheme in _SQLITE_SCHEMES:
+        return url.set(drivername="sqlite")
+    if scheme not in _POSTGRES_SCHEMES:
+        raise ConfigurationError(
+            f"DATABASE_URL scheme {scheme!r} is not supported; use postgresql:// or sqlite:///"
+        )
+    url = url.set(drivername="postgresql+psycopg2")
+    if not url.database:
+        raise ConfigurationError("DATABASE_URL names no database (postgresql://.../dbname)")
+    sslmode = url.query.get("sslmode")
+    if isinstance(sslmode, tuple) or (sslmode is not None and sslmode not in _SSLMODES):
+        raise ConfigurationError(f"DATABASE_URL sslmode must be one of {sorted(_SSLMODES)}")
+    host = url.host or ""
+    if "-pooler." in host and "options" in url.query:
+        raise ConfigurationError(
+            "Neon's pooled endpoint (-pooler) rejects startup options=; remove them or use the "
+            "direct endpoint"
+        )
+    if sslmode is None and not is_local_host(host) and "host" not in url.query:
+        url = url.update_query_dict({"sslmode": "require"})
+    return url
+
+
+def is_local_host(host: str) -> bool:
+    """True for a unix socket (no host) or a loopback name/address."""
+    if not host or host == "localhost" or host.startswith("/"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,116 @@
+"""The exceptions taskcore raises: one small, sanitised hierarchy."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CommitOutcomeUnknownError",
+    "ConfigurationError",
+    "ConflictError",
+    "ConnectionRejectedError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "NotFoundError",
+    "TaskcoreError",
+    "TransientError",
+    "UsageError",
+    "ValidationError",
+]
+
+
+class TaskcoreError(Exception):
+    """Base class of every error taskcore raises.
+
+    Messages, ``args`` and attributes never contain a password, a DSN, SQL text or a bound
+    parameter value; the original driver exception is not chained (no ``__cause__`` and no
+    ``__context__``), because its text carries exactly those.
+    """
+
+    #: Re-running the whole unit of work may succeed.
+    retryable: bool = False
+    #: False only when a COMMIT may or may not have been applied.
+    outcome_known: bool = True
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.args[0]!r}, sqlstate={self.sqlstate!r})"
+
+
+class ConfigurationError(TaskcoreError):
+    """The settings are invalid (for example a malformed DATABASE_URL); nothing was contacted."""
+
+
+class ValidationError(TaskcoreError, ValueError):
+    """Input was refused before reaching the database; nothing was changed."""
+
+    def __init__(self, message: str, *, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+
+class NotFoundError(TaskcoreError, LookupError):
+    """The task does not exist, or belongs to another user."""
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"task {task_id} not found")
+        self.task_id = task_id
+
+
+class UsageError(TaskcoreError, RuntimeError):
+    """The API was used against its contract (re-entered unit of work, write in read-only mode)."""
+
+
+class DatabaseError(TaskcoreError):
+    """The database refused the work for a reason that retrying will not fix."""
+
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, driver_error: str | None = None
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate)
+        #: Class name of the driver's exception (e.g. ``"UniqueViolation"``), never its text.
+        self.driver_error = driver_error
+
+
+class ConnectionRejectedError(DatabaseError):
+    """The server refused the connection for a permanent reason (credentials, unknown database or host,
+    endpoint disabled, quota); it was tried once."""
+
+
+class TransientError(DatabaseError):
+    """The work failed before COMMIT was sent, for a reason that may pass; nothing was applied."""
+
+    retryable = True
+    #: The server or pooler is shedding load (rate limit, no free slots): back off longer.
+    backpressure: bool = False
+
+
+class ConflictError(TransientError):
+    """A serialization failure or deadlock (40001 / 40P01); re-running the whole unit of work is safe."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database could not be reached before the retry policy gave up."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: int,
+        elapsed: float,
+        sqlstate: str | None = None,
+        driver_error: str | None = None,
+    ) -> None:
+        super().__init__(message, sqlstate=sqlstate, driver_error=driver_error)
+        self.attempts = attempts
+        self.elapsed = elapsed
+
+
+class CommitOutcomeUnknownError(DatabaseError):
+    """The connection failed while COMMIT was in flight: the work may or may not have been applied.
+
+    It is never re-run automatically, since that could apply it twice.
+    """
+
+    outcome_known = False

@@ -1,0 +1,142 @@
+"""Retry policy: bounded, jittered, floored backoff with a deadline, on tenacity underneath."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import tenacity
+
+from taskcore.config import Settings
+from taskcore.errors import ConflictError, DatabaseUnavailableError, TaskcoreError, TransientError
+
+__all__ = ["RetryPolicy", "call_with_retries", "no_retry_waits"]
+
+T = TypeVar("T")
+_log = logging.getLogger("taskcore")
+
+#: Back-pressure (rate limits, no free slots) waits this many times longer, and at least 1 s.
+BACKPRESSURE_FACTOR = 4.0
+BACKPRESSURE_FLOOR = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try: at most ``attempts`` tries, never starting a wait past ``deadline``.
+
+    The n-th wait is ``min(wait_max, wait_initial * 2**(n-1)) + uniform(0, wait_jitter)``:
+    exponential with a floor (it never drops near zero, unlike "full jitter"), so a waking
+    compute gets real time, and jittered so a fleet does not retry in lock-step.
+    """
+
+    attempts: int = 10
+    deadline: float = 30.0
+    wait_initial: float = 0.1
+    wait_max: float = 5.0
+    wait_jitter: float = 0.5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy configured by TASKCORE_RETRY_* settings."""
+        return cls(
+            attempts=settings.retry_attempts,
+            deadline=settings.retry_deadline,
+            wait_initial=settings.retry_wait_initial,
+            wait_max=settings.retry_wait_max,
+            wait_jitter=settings.retry_wait_jitter,
+        )
+
+    def wait(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.wait_max, self.wait_initial * 2 ** (attempt - 1))
+        if isinstance(error, TransientError) and error.backpressure:
+            base = max(BACKPRESSURE_FLOOR, base * BACKPRESSURE_FACTOR)
+        return base + random.uniform(0, self.wait_jitter)
+
+
+_waits_enabled = True
+
+
+@contextlib.contextmanager
+def no_retry_waits() -> Iterator[None]:
+    """Test switch: retries happen at once (attempt limits still apply, waits are skipped)."""
+    global _waits_enabled  # noqa: PLW0603 - a process-wide switch, like stamina.set_testing
+    previous, _waits_enabled = _waits_enabled, False
+    try:
+        yield
+    finally:
+        _waits_enabled = previous
+
+
+def _sleep(seconds: float) -> None:
+    if _waits_enabled:
+        time.sleep(seconds)
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, TaskcoreError) and error.retryable
+
+
+def call_with_retries(operation: str, attempt: Callable[[], T], policy: RetryPolicy) -> T:
+    """Run ``attempt`` until it succeeds, fails permanently, or the policy gives up.
+
+    Only errors marked ``retryable`` (raised before COMMIT was sent) are retried. When the
+    policy gives up on an unreachable database, DatabaseUnavailableError says how many
+    attempts were made over how long; an exhausted conflict is re-raised as it is.
+    """
+    started = time.monotonic()
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(policy.attempts)
+        | tenacity.stop_before_delay(policy.deadline),
+        wait=lambda state: policy.wait(state.attempt_number, _outcome_error(state)),
+        retry=tenacity.retry_if_exception(_is_retryable),
+        before_sleep=lambda state: _log_retry(operation, state),
+        sleep=_sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except TransientError as exc:
+        if isinstance(exc, ConflictError):
+            raise
+        error = DatabaseUnavailableError(
+            f"database unavailable: {operation} gave up after "
+            f"{retrying.statistics.get('attempt_number', 1)} attempt(s) in "
+            f"{time.monotonic() - started:.1f}s; last error: {exc.args[0]}",
+            attempts=int(retrying.statistics.get("attempt_number", 1)),
+            elapsed=time.monotonic() - started,
+            sqlstate=exc.sqlstate,
+            driver_error=exc.driver_error,
+        )
+    _log.warning(
+        "%s: database unavailable after %d attempt(s) in %.1fs",
+        operation, error.attempts, error.elapsed,
+        extra={"taskcore_event": "retry_gave_up", "operation": operation,
+               "attempts": error.attempts, "elapsed": error.elapsed, "sqlstate": error.sqlstate},
+    )
+    raise error
+
+
+def _outcome_error(state: tenacity.RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome is not None else None
+
+
+def _log_retry(operation: str, state: tenacity.RetryCallState) -> None:
+    error = _outcome_error(state)
+    wait = state.upcoming_sleep
+    sqlstate = getattr(error, "sqlstate", None)
+    driver = getattr(error, "driver_error", None)
+    kind = type(error).__name__
+    # Only names and codes: never str(error) of a driver exception, never arguments.
+    _log.warning(
+        "%s: attempt %d failed with %s (%s, sqlstate %s); retrying in %.2fs",
+        operation, state.attempt_number, kind, driver or "-", sqlstate or "none", wait,
+        extra={"taskcore_event": "retry_scheduled", "operation": operation,
+               "attempt": state.attempt_number, "wait": wait, "error": kind,
+               "driver_error": driver, "sqlstate": sqlstate},
+    )

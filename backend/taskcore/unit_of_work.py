@@ -1,0 +1,306 @@
+"""The unit of work: one session, one transaction, an explicit lifecycle, whole-unit retries."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+from sqlalchemy import Executable
+from sqlmodel import Session
+
+from taskcore._translate import Phase, guarded
+from taskcore.engine import current_settings, get_engine
+from taskcore.errors import TaskcoreError, UsageError
+from taskcore.repository import TaskRepository
+from taskcore.retry import RetryPolicy, call_with_retries
+
+__all__ = ["Isolation", "Status", "UnitOfWork"]
+
+T = TypeVar("T")
+_log = logging.getLogger("taskcore")
+
+Isolation = Literal["read committed", "repeatable read", "serializable"]
+_ISOLATIONS: dict[str, str] = {
+    "read committed": "READ COMMITTED",
+    "repeatable read": "REPEATABLE READ",
+    "serializable": "SERIALIZABLE",
+}
+
+
+class Status(enum.Enum):
+    """Where a unit of work is in its life; it only ever moves forward."""
+
+    NEW = "new"
+    ACTIVE = "active"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"  # COMMIT failed: see the exception for whether the outcome is known
+
+
+class UnitOfWork:
+    """One transaction: commits when the ``with`` block ends cleanly, rolls back when it raises.
+
+    The caller's own exception comes out unchanged; database errors raised inside the block are
+    already taskcore errors. A unit of work is used once: entering it again, or touching
+    ``tasks``/``session`` outside the block, raises UsageError.
+
+    The connection is taken at the first statement, not on entry: a block that refuses its
+    input sends nothing. Connecting is retried (it is always safe); statements are not: use
+    :meth:`run` to re-run the whole unit on a transient failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        read_only: bool = False,
+        isolation: Isolation | None = None,
+        _single_statement: bool = False,
+        _retry_connect: bool = True,
+    ) -> None:
+        if isolation is not None and isolation not in _ISOLATIONS:
+            raise UsageError(f"isolation must be one of {sorted(_ISOLATIONS)}")
+        self.read_only = read_only
+        self.isolation = isolation
+        self.status = Status.NEW
+        # Internal: one-shot operations run one autocommit statement (1 round trip, no BEGIN).
+        self._single_statement = _single_statement
+        self._retry_connect = _retry_connect
+        self._session: Session | None = None
+        self._connected = False
+        self._statements = 0
+        self._failure: TaskcoreError | None = None
+        self._callbacks: list[Callable[[], object]] = []
+        self._tasks: TaskRepository | None = None
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"<UnitOfWork status={self.status.value} {mode} isolation={self.isolation}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        if self.status is not Status.NEW:
+            raise UsageError(f"a unit of work is used once; this one is {self.status.value}")
+        self._session = Session(get_engine(), expire_on_commit=False, autoflush=False)
+        self.status = Status.ACTIVE
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None and self._failure is None:
+            self._commit()
+            self._run_callbacks()
+            return
+        self._rollback_quietly()
+        if exc is None and self._failure is not None:
+            # The block swallowed a database error; committing what is left would be wrong.
+            raise self._failure
+
+    def _commit(self) -> None:
+        session = self._require_session()
+        try:
+            if self._connected:
+                guarded(session.flush, Phase.STATEMENT)
+                # A read-only transaction has nothing to lose, so a lost COMMIT reply is harmless;
+                # an autocommit statement already committed (or not) when it ran.
+                phase = Phase.STATEMENT if self.read_only or self._single_statement else Phase.COMMIT
+                guarded(session.commit, phase)
+        except TaskcoreError:
+            self.status = Status.FAILED
+            self._close_quietly()
+            raise
+        self.status = Status.COMMITTED
+        self._close_quietly()
+
+    def _rollback_quietly(self) -> None:
+        """Roll back; a failure here is logged and never hides the exception already leaving."""
+        session = self._require_session()
+        try:
+            session.rollback()
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            _log.warning(
+                "error ignored in rollback (%s); the server rolls back a transaction whose "
+                "connection is gone", type(exc).__name__,
+                extra={"taskcore_event": "rollback_failed", "error": type(exc).__name__},
+            )
+        self.status = Status.ROLLED_BACK
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        if self._session is None:
+            return
+        session, self._session = self._session, None
+        try:
+            session.close()
+        except Exception as exc:  # noqa: BLE001 - closing must not mask the outcome
+            _log.warning("error ignored in close (%s)", type(exc).__name__,
+                         extra={"taskcore_event": "close_failed", "error": type(exc).__name__})
+
+    def _run_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    # -- what the block uses -----------------------------------------------------------------
+
+    @property
+    def tasks(self) -> TaskRepository:
+        """The task repository bound to this unit of work."""
+        self._require_session()
+        if self._tasks is None:
+            self._tasks = TaskRepository(self)
+        return self._tasks
+
+    @property
+    def session(self) -> Session:
+        """The underlying SQLModel session (errors raised through it are not translated)."""
+        session = self._require_session()
+        self._connect()
+        return session
+
+    def on_commit(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` after a successful COMMIT (in order; never after a rollback).
+
+        If a callback raises, the work is already committed: the exception propagates and the
+        remaining callbacks are skipped.
+        """
+        self._require_session()
+        self._callbacks.append(callback)
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested block: an exception inside rolls back only that block's changes, then
+        propagates; catch it outside the ``with`` to carry on with the rest of the unit."""
+        session = self._require_session()
+        if self._single_statement:
+            raise UsageError("savepoints need a transaction")
+        self._connect()
+        nested = guarded(session.begin_nested, Phase.STATEMENT)
+        failure_before = self._failure
+        try:
+            yield
+        except BaseException:
+            if nested.is_active:
+                try:
+                    guarded(nested.rollback, Phase.STATEMENT)
+                except TaskcoreError as rollback_error:
+                    self._failure = self._failure or rollback_error
+                else:
+                    self._failure = failure_before  # the savepoint undid the failed statement
+            raise
+        guarded(nested.commit, Phase.STATEMENT)
+
+    # -- running statements (the repository's StatementRunner) -------------------------------
+
+    def run_statement(self, statement: Executable, *, writes: bool) -> list[Any]:
+        """Run one statement in this unit of work and return its scalar results."""
+        session = self._require_session()
+        if writes and self.read_only:
+            raise UsageError("this unit of work is read-only")
+        if self._failure is not None:
+            raise UsageError("an earlier statement in this unit of work failed; it must roll back")
+        if self._single_statement and self._statements:
+            raise UsageError("a one-shot operation runs exactly one statement")
+        self._connect()
+        self._statements += 1
+        # In autocommit mode a write commits as it runs: losing its reply loses the outcome.
+        phase = Phase.COMMIT if writes and self._single_statement else Phase.STATEMENT
+        try:
+            return guarded(lambda: session.scalars(statement).all(), phase)
+        except TaskcoreError as error:
+            self._failure = error
+            raise
+
+    def _connect(self) -> None:
+        """Check out a connection and set the transaction mode (client-side: no round trip)."""
+        if self._connected:
+            return
+        session = self._require_session()
+
+        def checkout() -> None:
+            dbapi = session.connection().connection.dbapi_connection
+            if dbapi is not None and session.get_bind().dialect.name == "postgresql":
+                if self._single_statement:
+                    dbapi.autocommit = True
+                else:
+                    dbapi.set_session(
+                        isolation_level=_ISOLATIONS.get(self.isolation or "", "DEFAULT"),
+                        readonly=self.read_only or "DEFAULT",
+                    )
+
+        def attempt() -> None:
+            try:
+                guarded(checkout, Phase.CONNECT)
+            except TaskcoreError:
+                session.close()  # drop the failed checkout so the next attempt starts clean
+                raise
+
+        if self._retry_connect:
+            policy = RetryPolicy.from_settings(current_settings())
+            call_with_retries("connect", attempt, policy)
+        else:
+            attempt()
+        self._connected = True
+
+    def _require_session(self) -> Session:
+        if self.status is not Status.ACTIVE or self._session is None:
+            raise UsageError(f"the unit of work is {self.status.value}, not active")
+        return self._session
+
+    # -- re-running a whole unit -------------------------------------------------------------
+
+    @classmethod
+    def run(
+        cls,
+        fn: Callable[[UnitOfWork], T],
+        *,
+        read_only: bool = False,
+        isolation: Isolation | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> T:
+        """Run ``fn`` in a fresh unit of work, re-running it whole on a transient failure.
+
+        A transient failure is one raised before COMMIT was sent (disconnect, cold start,
+        serialization failure, deadlock): nothing was applied, so re-running is safe. A
+        failure while COMMIT was in flight raises CommitOutcomeUnknownError and is never re-run.
+        """
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        return run_unit(
+            f"UnitOfWork.run({name})",
+            fn,
+            policy=policy,
+            read_only=read_only,
+            isolation=isolation,
+        )
+
+
+def run_unit(
+    operation: str,
+    fn: Callable[[UnitOfWork], T],
+    *,
+    policy: RetryPolicy | None = None,
+    read_only: bool = False,
+    isolation: Isolation | None = None,
+    single_statement: bool = False,
+) -> T:
+    """Run ``fn`` in a fresh unit of work per attempt under the retry policy."""
+    retry_policy = policy or RetryPolicy.from_settings(current_settings())
+
+    def attempt() -> T:
+        with UnitOfWork(
+            read_only=read_only,
+            isolation=isolation,
+            _single_statement=single_statement,
+            _retry_connect=False,  # this loop retries the connect too: one layer of retries
+        ) as uow:
+            return fn(uow)
+
+    return call_with_retries(operation, attempt, retry_policy)
