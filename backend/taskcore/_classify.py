@@ -9,7 +9,7 @@ __all__ = ["Kind", "Verdict", "classify"]
 
 
 class Kind(enum.Enum):
-    """What a failure means for retrying (the table in specs/.../contracts/errors-and-retries.md)."""
+    """What a failure means for retrying (table: specs/.../contracts/errors-and-retries.md)."""
 
     DISCONNECT = "disconnect"  # the link died or could not be made; nothing ran after it
     BACKPRESSURE = "backpressure"  # the server or pooler is shedding load: retry, but slowly
@@ -41,8 +41,11 @@ _TLS = "the TLS settings do not match the server: check sslmode/channel_binding 
 _MESSAGE_RULES: tuple[tuple[str, Kind, str], ...] = (
     ("password authentication failed", Kind.REJECTED, _AUTH),
     ("authentication failed", Kind.REJECTED, _AUTH),
-    ("no pg_hba.conf entry", Kind.REJECTED,
-     "the server does not accept this user/database/client address (pg_hba.conf)"),
+    (
+        "no pg_hba.conf entry",
+        Kind.REJECTED,
+        "the server does not accept this user/database/client address (pg_hba.conf)",
+    ),
     ("does not exist", Kind.REJECTED, "the database or role named in DATABASE_URL does not exist"),
     ("temporary failure in name resolution", Kind.DISCONNECT, "DNS lookup failed temporarily"),
     ("name or service not known", Kind.REJECTED, "the host in DATABASE_URL is unknown"),
@@ -53,13 +56,22 @@ _MESSAGE_RULES: tuple[tuple[str, Kind, str], ...] = (
     ("cannot be found", Kind.REJECTED, "the Neon project, branch or endpoint does not exist"),
     ("quota", Kind.REJECTED, "a Neon quota is exhausted (or the endpoint is under maintenance)"),
     ("active endpoints limit", Kind.REJECTED, "the Neon limit of active computes is reached"),
-    ("limit of concurrently active endpoints", Kind.REJECTED,
-     "the Neon limit of active computes is reached"),
-    ("endpoint id is not specified", Kind.REJECTED,
-     "the server needs the endpoint id (SNI): use a libpq >= 14 client or options=endpoint%3D<id>"),
+    (
+        "limit of concurrently active endpoints",
+        Kind.REJECTED,
+        "the Neon limit of active computes is reached",
+    ),
+    (
+        "endpoint id is not specified",
+        Kind.REJECTED,
+        "the server needs the endpoint id (SNI): use libpq >= 14 or options=endpoint%3D<id>",
+    ),
     ("is not allowed", Kind.REJECTED, "the server's IP allow list refuses this client"),
-    ("unsupported startup parameter", Kind.REJECTED,
-     "the pooled endpoint refuses startup options: remove options= or use the direct endpoint"),
+    (
+        "unsupported startup parameter",
+        Kind.REJECTED,
+        "the pooled endpoint refuses startup options: remove options= or use the direct endpoint",
+    ),
     ("connection is insecure", Kind.REJECTED, "the server requires TLS: set sslmode=require"),
     ("server does not support ssl", Kind.REJECTED, _TLS),
     ("channel binding", Kind.REJECTED, _TLS),
@@ -71,11 +83,18 @@ _MESSAGE_RULES: tuple[tuple[str, Kind, str], ...] = (
     # Back-pressure: the Neon proxy's rate limiter, PgBouncer limits, max_connections.
     ("too many connection", Kind.BACKPRESSURE, "the server is limiting new connections"),
     ("failed to acquire permit", Kind.BACKPRESSURE, "the server is limiting new connections"),
-    ("remaining connection slots are reserved", Kind.BACKPRESSURE,
-     "the server has no free connection slots"),
+    (
+        "remaining connection slots are reserved",
+        Kind.BACKPRESSURE,
+        "the server has no free connection slots",
+    ),
     ("too many clients already", Kind.BACKPRESSURE, "the server has no free connection slots"),
     ("no more connections allowed", Kind.BACKPRESSURE, "the pooler has no free client slots"),
-    ("query_wait_timeout", Kind.BACKPRESSURE, "the pooler queue timed out: the server is overloaded"),
+    (
+        "query_wait_timeout",
+        Kind.BACKPRESSURE,
+        "the pooler queue timed out: the server is overloaded",
+    ),
     ("database is locked", Kind.BACKPRESSURE, "the SQLite file is locked by another writer"),
     # Transient: cold starts, restarts, suspends, dropped links.
     ("couldn't connect to compute node", Kind.DISCONNECT, "the Neon compute is waking up"),
@@ -116,8 +135,9 @@ _SQLSTATE_RULES: dict[str, Verdict] = {
     "53300": Verdict(Kind.BACKPRESSURE, "the server has no free connection slots"),
     "3D000": Verdict(Kind.REJECTED, "the database named in DATABASE_URL does not exist"),
     "57014": Verdict(Kind.PERMANENT, "the statement was cancelled (statement timeout)"),
-    "25P03": Verdict(Kind.PERMANENT,
-                     "the transaction sat idle past idle_in_transaction_session_timeout"),
+    "25P03": Verdict(
+        Kind.PERMANENT, "the transaction sat idle past idle_in_transaction_session_timeout"
+    ),
     "25006": Verdict(Kind.PERMANENT, "a write was attempted in a read-only transaction"),
     "42P01": Verdict(Kind.PERMANENT, "the tasks table does not exist: run taskcore.init_db()"),
     "42501": Verdict(Kind.PERMANENT, "the database role lacks a privilege for this statement"),

@@ -37,7 +37,7 @@ def translate(error: BaseException, phase: Phase) -> TaskcoreError:
     """Map ``error`` to a TaskcoreError carrying no driver text, SQL or parameter values."""
     if isinstance(error, TaskcoreError):
         return error
-    orig: BaseException = error
+    orig: BaseException | None = error
     invalidated = False
     if isinstance(error, sa_exc.DBAPIError):
         orig = error.orig

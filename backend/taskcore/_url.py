@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from taskcore.errors import ConfigurationError
 
@@ -28,7 +29,7 @@ def normalize_url(raw: str) -> URL:
     except ValueError:
         # make_url raises ValueError for a non-numeric port; its text would echo the URL part
         raise ConfigurationError("DATABASE_URL has an invalid port number") from None
-    except Exception:
+    except ArgumentError:
         raise ConfigurationError(
             "DATABASE_URL is not a valid URL (expected postgresql://user:password@host/dbname "
             "or sqlite:///path/to/file.db)"

@@ -109,7 +109,7 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _parse_number(name: str, value: object, parse: type[int] | type[float]) -> int | float:
     try:
-        number = parse(value)  # type: ignore[arg-type]
+        number = parse(str(value).strip())
     except (TypeError, ValueError):
         raise ConfigurationError(f"{name} must be a number") from None
     return number

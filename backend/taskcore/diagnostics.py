@@ -39,7 +39,9 @@ def check_connection() -> ConnectionReport:
         connection = guarded(engine.connect, Phase.CONNECT)
         connected = time.perf_counter()
         with connection:
-            version_fn = func.version() if settings.backend == "postgresql" else func.sqlite_version()
+            version_fn = (
+                func.version() if settings.backend == "postgresql" else func.sqlite_version()
+            )
             version = guarded(lambda: connection.scalar(select(version_fn)), Phase.STATEMENT)
             answered = time.perf_counter()
     finally:

@@ -150,8 +150,10 @@ def _reject_dead_connection(
     poller = select.poll()
     poller.register(dbapi_connection.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
     if poller.poll(0):
-        _log.info("replacing a pooled connection the server closed", extra={
-            "taskcore_event": "stale_connection_replaced"})
+        _log.info(
+            "replacing a pooled connection the server closed",
+            extra={"taskcore_event": "stale_connection_replaced"},
+        )
         raise DisconnectionError("server closed an idle pooled connection")
 
 

@@ -74,8 +74,10 @@ class DatabaseError(TaskcoreError):
 
 
 class ConnectionRejectedError(DatabaseError):
-    """The server refused the connection for a permanent reason (credentials, unknown database or host,
-    endpoint disabled, quota); it was tried once."""
+    """The server refused the connection for a permanent reason; it was tried once.
+
+    Wrong credentials, unknown database or host, disabled endpoint, exhausted quota.
+    """
 
 
 class TransientError(DatabaseError):
@@ -87,7 +89,7 @@ class TransientError(DatabaseError):
 
 
 class ConflictError(TransientError):
-    """A serialization failure or deadlock (40001 / 40P01); re-running the whole unit of work is safe."""
+    """A serialization failure or deadlock (40001 / 40P01); re-running the whole unit is safe."""
 
 
 class DatabaseUnavailableError(DatabaseError):

@@ -111,7 +111,7 @@ def _check_description(value: str | None) -> str | None:
 class _Input(SQLModel):
     """Base of input models: pydantic's errors (which echo the input) become our ValidationError."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    model_config = SQLModel.model_config | {"extra": "forbid", "strict": True}
 
     def __init__(self, **data: Any) -> None:
         error = None
@@ -153,7 +153,7 @@ def _validation_error(exc: pydantic.ValidationError) -> ValidationError:
 
 
 class TaskCreate(_Input):
-    """Input for creating a task: a title (1-200 characters, not blank) and an optional description."""
+    """Input for creating a task: a title (1-200 characters, not blank), maybe a description."""
 
     title: str
     description: str | None = None

@@ -36,7 +36,12 @@ def init_db() -> None:
         engine = get_engine()
         for _ in range(3):
             try:
-                guarded(lambda: Task.metadata.create_all(engine, tables=[Task.__table__]), Phase.STATEMENT)
+                guarded(
+                    lambda: Task.metadata.create_all(
+                        engine, tables=[Task.metadata.tables[Task.__tablename__]]
+                    ),
+                    Phase.STATEMENT,
+                )
             except DatabaseError as error:
                 if error.sqlstate not in _CREATE_RACE_SQLSTATES:
                     raise
@@ -62,9 +67,7 @@ def get_task(task_id: int, user_id: str | None = None) -> Task | None:
 
 def get_tasks(user_id: str | None = None) -> list[Task]:
     """All tasks of ``user_id`` (all users' when None), ordered by id; one round trip."""
-    return run_unit(
-        "get_tasks", lambda uow: uow.tasks.list(user_id=user_id), single_statement=True
-    )
+    return run_unit("get_tasks", lambda uow: uow.tasks.list(user_id=user_id), single_statement=True)
 
 
 def update_task(task_id: int, data: TaskUpdate, user_id: str | None = None) -> Task:

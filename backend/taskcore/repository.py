@@ -67,7 +67,9 @@ class TaskRepository:
             statement = statement.where(col(Task.user_id) == owner)
         if completed is not None:
             if not isinstance(completed, bool):
-                raise ValidationError("completed must be true, false or None", fields=("completed",))
+                raise ValidationError(
+                    "completed must be true, false or None", fields=("completed",)
+                )
             statement = statement.where(col(Task.completed) == completed)
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:

@@ -53,7 +53,7 @@ class RetryPolicy:
 
     def wait(self, attempt: int, error: BaseException | None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.wait_max, self.wait_initial * 2 ** (attempt - 1))
+        base = min(self.wait_max, self.wait_initial * 2.0 ** (attempt - 1))
         if isinstance(error, TransientError) and error.backpressure:
             base = max(BACKPRESSURE_FLOOR, base * BACKPRESSURE_FACTOR)
         return base + random.uniform(0, self.wait_jitter)
@@ -115,9 +115,16 @@ def call_with_retries(operation: str, attempt: Callable[[], T], policy: RetryPol
         )
     _log.warning(
         "%s: database unavailable after %d attempt(s) in %.1fs",
-        operation, error.attempts, error.elapsed,
-        extra={"taskcore_event": "retry_gave_up", "operation": operation,
-               "attempts": error.attempts, "elapsed": error.elapsed, "sqlstate": error.sqlstate},
+        operation,
+        error.attempts,
+        error.elapsed,
+        extra={
+            "taskcore_event": "retry_gave_up",
+            "operation": operation,
+            "attempts": error.attempts,
+            "elapsed": error.elapsed,
+            "sqlstate": error.sqlstate,
+        },
     )
     raise error
 
@@ -135,8 +142,19 @@ def _log_retry(operation: str, state: tenacity.RetryCallState) -> None:
     # Only names and codes: never str(error) of a driver exception, never arguments.
     _log.warning(
         "%s: attempt %d failed with %s (%s, sqlstate %s); retrying in %.2fs",
-        operation, state.attempt_number, kind, driver or "-", sqlstate or "none", wait,
-        extra={"taskcore_event": "retry_scheduled", "operation": operation,
-               "attempt": state.attempt_number, "wait": wait, "error": kind,
-               "driver_error": driver, "sqlstate": sqlstate},
+        operation,
+        state.attempt_number,
+        kind,
+        driver or "-",
+        sqlstate or "none",
+        wait,
+        extra={
+            "taskcore_event": "retry_scheduled",
+            "operation": operation,
+            "attempt": state.attempt_number,
+            "wait": wait,
+            "error": kind,
+            "driver_error": driver,
+            "sqlstate": sqlstate,
+        },
     )

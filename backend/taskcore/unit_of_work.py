@@ -111,7 +111,9 @@ class UnitOfWork:
                 guarded(session.flush, Phase.STATEMENT)
                 # A read-only transaction has nothing to lose, so a lost COMMIT reply is harmless;
                 # an autocommit statement already committed (or not) when it ran.
-                phase = Phase.STATEMENT if self.read_only or self._single_statement else Phase.COMMIT
+                phase = (
+                    Phase.STATEMENT if self.read_only or self._single_statement else Phase.COMMIT
+                )
                 guarded(session.commit, phase)
         except TaskcoreError:
             self.status = Status.FAILED
@@ -128,7 +130,8 @@ class UnitOfWork:
         except Exception as exc:  # noqa: BLE001 - the original error matters more
             _log.warning(
                 "error ignored in rollback (%s); the server rolls back a transaction whose "
-                "connection is gone", type(exc).__name__,
+                "connection is gone",
+                type(exc).__name__,
                 extra={"taskcore_event": "rollback_failed", "error": type(exc).__name__},
             )
         self.status = Status.ROLLED_BACK
@@ -141,8 +144,11 @@ class UnitOfWork:
         try:
             session.close()
         except Exception as exc:  # noqa: BLE001 - closing must not mask the outcome
-            _log.warning("error ignored in close (%s)", type(exc).__name__,
-                         extra={"taskcore_event": "close_failed", "error": type(exc).__name__})
+            _log.warning(
+                "error ignored in close (%s)",
+                type(exc).__name__,
+                extra={"taskcore_event": "close_failed", "error": type(exc).__name__},
+            )
 
     def _run_callbacks(self) -> None:
         callbacks, self._callbacks = self._callbacks, []
@@ -214,7 +220,7 @@ class UnitOfWork:
         # In autocommit mode a write commits as it runs: losing its reply loses the outcome.
         phase = Phase.COMMIT if writes and self._single_statement else Phase.STATEMENT
         try:
-            return guarded(lambda: session.scalars(statement).all(), phase)
+            return guarded(lambda: list(session.scalars(statement).all()), phase)
         except TaskcoreError as error:
             self._failure = error
             raise
