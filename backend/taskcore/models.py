@@ -122,6 +122,10 @@ class _Input(SQLModel):
         if error is not None:
             raise error  # raised outside the except block: no __context__ holding the input
 
+    def validated(self) -> Self:
+        """A re-validated copy: catches instances built with ``model_construct`` or mutated."""
+        return type(self).model_validate(self.model_dump(exclude_unset=True))
+
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         """Validate like the constructor, raising taskcore's ValidationError."""

@@ -36,6 +36,7 @@ class TaskRepository:
         if not isinstance(data, TaskCreate):
             raise ValidationError("create() takes a TaskCreate", fields=("data",))
         owner = check_user_id(user_id, required=True)
+        data = data.validated()
         statement = (
             insert(Task)
             .values(title=data.title, description=data.description, user_id=owner)
@@ -89,7 +90,7 @@ class TaskRepository:
         if not isinstance(data, TaskUpdate):
             raise ValidationError("update() takes a TaskUpdate", fields=("data",))
         where = _matching(task_id, user_id)
-        values = data.changes()
+        values = data.validated().changes()
         return self._write_one(task_id, update(Task).where(*where).values(**values))
 
     def toggle_complete(self, task_id: int, *, user_id: str | None = None) -> Task:

@@ -1,0 +1,156 @@
+"""Connection phases on real PostgreSQL: stale pools, wrong passwords, outages, lost COMMIT replies."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+import taskcore
+from taskcore import TaskCreate, UnitOfWork
+from taskcore.testing import FlakyProxy
+
+pytestmark = pytest.mark.postgres
+
+
+def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "taskcore_event", None) == name]
+
+
+@pytest.fixture
+def proxy(pg: Any, pg_db: Any) -> Iterator[FlakyProxy]:
+    """A fault-injection proxy in front of the test server, with taskcore pointed through it."""
+    with FlakyProxy(pg.host, pg.port, seed=1) as p:
+        taskcore.configure(database_url=p.url(pg.url), retry_deadline=30)
+        yield p
+    taskcore.dispose()
+
+
+def test_connections_the_server_closed_are_replaced_without_a_retry(
+    pg_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the server ends every idle pooled connection (a Neon suspend), work just succeeds.
+
+    The dead connection is noticed locally at checkout (no ping round trip) and replaced before
+    any statement is sent, so nothing is retried and the work lands once.
+    """
+    for i in range(3):
+        taskcore.create_task(TaskCreate(title=f"warm{i}"), user_id="u")
+    pg_db.terminate_app_backends()
+    with caplog.at_level(logging.INFO, "taskcore"):
+        created = taskcore.create_task(TaskCreate(title="after suspend"), user_id="u")
+        with UnitOfWork() as uow:
+            uow.tasks.toggle_complete(created.id)
+    assert _events(caplog, "stale_connection_replaced")
+    assert not _events(caplog, "retry_scheduled")
+    assert pg_db.query("SELECT title, completed FROM tasks WHERE title = 'after suspend'") == [
+        ("after suspend", True)
+    ]
+
+
+def test_wrong_password_fails_fast_once_and_leaks_nothing(
+    pg: Any, pg_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong password: ConnectionRejectedError within the connect timeout, after one attempt."""
+    if not pg.password_auth_enforced:
+        pytest.skip("this server trusts every password (TEST_DATABASE_URL with trust auth)")
+    wrong = "Wr0ng-" + pg.password
+    url = make_url(pg.url).set(password=wrong).render_as_string(hide_password=False)
+    taskcore.configure(database_url=url, connect_timeout=10)
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG, "taskcore"), pytest.raises(
+        taskcore.ConnectionRejectedError
+    ) as info:
+        taskcore.create_task(TaskCreate(title="never"), user_id="u")
+    assert time.monotonic() - started < 10
+    assert not _events(caplog, "retry_scheduled")
+    assert "authentication failed" in str(info.value)
+    shown = repr(info.value) + str(info.value.args) + "".join(r.getMessage() for r in caplog.records)
+    assert wrong not in shown and pg.password not in shown and url not in shown
+    assert pg_db.scalar("SELECT count(*) FROM tasks") == 0
+
+
+@pytest.mark.real_waits
+def test_call_during_a_3s_outage_succeeds_when_the_database_returns(
+    proxy: FlakyProxy, pg_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With connections refused for 3 s (a cold start), a one-shot call issued then succeeds."""
+    taskcore.dispose()  # no pooled connection: the call must connect during the outage
+    proxy.refuse_for(3.0)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, "taskcore"):
+        task = taskcore.create_task(TaskCreate(title="during outage"), user_id="u")
+    elapsed = time.monotonic() - started
+    assert elapsed >= 3.0  # it really waited the outage out
+    assert _events(caplog, "retry_scheduled")
+    assert pg_db.query(f"SELECT title FROM tasks WHERE id = {task.id}") == [("during outage",)]
+
+
+@pytest.mark.real_waits
+def test_outage_longer_than_the_deadline_says_database_unavailable(
+    proxy: FlakyProxy, pg: Any
+) -> None:
+    """Connections refused past the retry deadline give DatabaseUnavailableError within it."""
+    taskcore.configure(database_url=proxy.url(pg.url), retry_deadline=2.0, retry_wait_max=0.5)
+    proxy.refuse_connections()
+    started = time.monotonic()
+    with pytest.raises(taskcore.DatabaseUnavailableError) as info:
+        taskcore.get_tasks()
+    assert time.monotonic() - started < 2.0 + 1.0  # deadline plus one backoff step
+    assert info.value.attempts > 1
+
+
+def test_lost_commit_reply_is_reported_as_unknown_and_never_rerun(
+    proxy: FlakyProxy, pg_db: Any
+) -> None:
+    """When the link dies with COMMIT in flight, run() raises CommitOutcomeUnknownError once."""
+    calls: list[int] = []
+
+    def work(uow: UnitOfWork) -> None:
+        calls.append(1)
+        uow.tasks.create(TaskCreate(title="maybe"), user_id="u")
+        uow.tasks.create(TaskCreate(title="maybe too"), user_id="u")
+
+    proxy.cut_after_commit()
+    with pytest.raises(taskcore.CommitOutcomeUnknownError) as info:
+        UnitOfWork.run(work)
+    assert calls == [1]
+    assert info.value.outcome_known is False and info.value.retryable is False
+    # The server did commit: the error is honest about not knowing, and nothing ran twice.
+    assert pg_db.scalar("SELECT count(*) FROM tasks") == 2
+
+
+def test_link_cut_before_commit_reruns_the_whole_unit(proxy: FlakyProxy, pg_db: Any) -> None:
+    """A link cut after a statement but before COMMIT is transient: the unit re-runs, lands once."""
+    calls: list[int] = []
+
+    def work(uow: UnitOfWork) -> None:
+        calls.append(1)
+        uow.tasks.create(TaskCreate(title="a"), user_id="u")
+        uow.tasks.create(TaskCreate(title="b"), user_id="u")
+
+    taskcore.get_tasks()  # warm the pool so the cut lands inside the unit, not at connect
+    proxy.cut_after_statements(2)  # BEGIN is statement 1, the first INSERT statement 2
+    UnitOfWork.run(work)
+    assert len(calls) == 2
+    assert pg_db.query("SELECT title FROM tasks ORDER BY id") == [("a",), ("b",)]
+
+
+def test_one_shot_read_is_retried_after_a_cut(proxy: FlakyProxy, pg_db: Any) -> None:
+    """A read cut mid-flight is safe to repeat, so get_tasks retries and answers."""
+    taskcore.create_task(TaskCreate(title="r"), user_id="u")
+    proxy.cut_after_statements(1)
+    assert [t.title for t in taskcore.get_tasks()] == ["r"]
+
+
+def test_one_shot_write_cut_in_flight_is_never_repeated(proxy: FlakyProxy, pg_db: Any) -> None:
+    """An autocommit write whose reply is lost raises CommitOutcomeUnknownError; no duplicate."""
+    taskcore.get_tasks()
+    proxy.cut_after_statements(1)
+    with pytest.raises(taskcore.CommitOutcomeUnknownError):
+        taskcore.create_task(TaskCreate(title="once"), user_id="u")
+    assert pg_db.scalar("SELECT count(*) FROM tasks") <= 1
