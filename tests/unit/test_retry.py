@@ -73,6 +73,7 @@ def test_giving_up_says_database_unavailable_with_attempts() -> None:
     assert info.value.__context__ is None
 
 
+@pytest.mark.real_waits
 def test_deadline_stops_before_a_wait_would_cross_it() -> None:
     """No attempt starts after the deadline: the loop stops before a wait would cross it."""
 

@@ -1,0 +1,213 @@
+"""Shared fixtures: the PostgreSQL server, per-test databases, and retry waits switched off.
+
+`db` runs a test on SQLite and on PostgreSQL; `pg_db` / `sqlite_db` pin one backend. Each yields
+a handle whose `query`/`scalar` read the database on an independent connection (sqlite3 or
+psycopg2, never taskcore), so assertions do not trust the code under test.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg2.extensions import connection, cursor
+
+import taskcore
+import taskcore.testing
+from _pgserver import APP_USER, PgTarget, pg_target
+
+_PG_USED: list[PgTarget] = []  # filled when the session fixture starts, for the summary line
+_TERMINATE_DEADLINE_S = 15.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers this conftest understands (pyproject's list has the others)."""
+    config.addinivalue_line(
+        "markers", "real_waits: keep taskcore's real retry backoff waits for this test"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which PostgreSQL server the run used, if any."""
+    for target in _PG_USED:
+        extra = f", started in {target.startup_seconds:.2f}s" if target.embedded else ""
+        terminalreporter.write_line(f"PostgreSQL used: {target.describe()}{extra}")
+
+
+def _one(cur: cursor) -> Any:
+    """The single value of a one-row, one-column result."""
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
+
+
+class Db:
+    """A database a test runs on, with an independent connection for checking its contents."""
+
+    kind: str
+    url: str
+    #: The checking connection's parameter placeholder: "?" (sqlite3) or "%s" (psycopg2).
+    placeholder: str
+
+    def _connect(self) -> Any:
+        """Open a fresh independent connection in autocommit mode."""
+        raise NotImplementedError
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on a fresh independent connection; return all rows ([] if none)."""
+        with closing(self._connect()) as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql, params)
+                return [tuple(row) for row in cur.fetchall()] if cur.description else []
+            finally:
+                cur.close()
+
+    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        """First column of the first row of `sql` (None when it returns no rows)."""
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def configure(self, **overrides: Any) -> None:
+        """Point taskcore at this database again, with extra settings (e.g. retry_attempts=1)."""
+        taskcore.configure(database_url=self.url, **overrides)
+
+    def __repr__(self) -> str:
+        """Name the backend only: the URL may hold a password."""
+        return f"<{type(self).__name__} {self.kind}>"
+
+
+class SqliteDb(Db):
+    """A SQLite file in the test's tmp_path."""
+
+    def __init__(self, path: Path) -> None:
+        """Use (and later create) the SQLite file at `path`."""
+        self.kind = "sqlite"
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.placeholder = "?"
+
+    def _connect(self) -> sqlite3.Connection:
+        """A fresh sqlite3 connection; isolation_level=None is autocommit."""
+        return sqlite3.connect(self.path, timeout=10, isolation_level=None)
+
+
+class PostgresDb(Db):
+    """The suite's PostgreSQL test database, checked through superuser connections."""
+
+    def __init__(self, pg: PgTarget) -> None:
+        """Use the app role's URL of `pg` for taskcore, its admin DSN for checking."""
+        self.kind = "postgres"
+        self.pg = pg
+        self.url = pg.url
+        self.placeholder = "%s"
+
+    def _connect(self) -> connection:
+        """A fresh autocommit superuser psycopg2 connection to the test database."""
+        return self.pg.admin_connect()
+
+    def terminate_app_backends(self) -> list[int]:
+        """Kill every server backend of the app role (like a Neon suspend) and wait until gone."""
+        with closing(self._connect()) as conn, conn.cursor() as cur:
+            # Select first, terminate after: in one flat WHERE the planner may call
+            # pg_terminate_backend before filtering on usename, killing this very session.
+            cur.execute(
+                "WITH app AS MATERIALIZED ("
+                " SELECT pid FROM pg_stat_activity"
+                " WHERE usename = %s AND pid <> pg_backend_pid())"
+                " SELECT pid FROM app WHERE pg_terminate_backend(pid)",
+                (APP_USER,),
+            )
+            pids = [row[0] for row in cur.fetchall()]
+            # Wait for exactly these backends: new app connections opened meanwhile are fine.
+            deadline = time.monotonic() + _TERMINATE_DEADLINE_S
+            while pids:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+                )
+                if _one(cur) == 0:
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"backends {pids} still alive after termination")
+                time.sleep(0.005)  # poll interval only; the loop waits on the condition above
+        return pids
+
+    def reset(self) -> None:
+        """Empty the tasks table (if a test left one) for the next test."""
+        # Leftover app sessions could hold locks that would make the TRUNCATE wait.
+        self.terminate_app_backends()
+        with closing(self._connect()) as conn, conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")
+            cur.execute("SELECT to_regclass('public.tasks') IS NOT NULL")
+            if _one(cur):
+                cur.execute("TRUNCATE tasks RESTART IDENTITY")
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgTarget]:
+    """The suite's PostgreSQL: TEST_DATABASE_URL's server, else an embedded one started here."""
+    with pg_target() as target:
+        _PG_USED.append(target)
+        yield target
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_waits(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Skip retry backoff waits (unless marked real_waits); dispose leftover pools afterwards."""
+    if request.node.get_closest_marker("real_waits"):
+        yield
+    else:
+        with taskcore.testing.no_retry_waits():
+            yield
+    # A test may have configured taskcore itself; never let its pool leak into the next test.
+    taskcore.dispose()
+
+
+def _open_db(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """Point taskcore at a fresh database of `kind`, yield its handle, then clean up."""
+    handle: Db
+    if kind == "sqlite":
+        handle = SqliteDb(tmp_path / "tasks.db")
+    else:
+        # Looked up lazily so SQLite-only runs never start a server.
+        handle = PostgresDb(request.getfixturevalue("pg"))
+    handle.configure()
+    taskcore.init_db()
+    try:
+        yield handle
+    finally:
+        taskcore.dispose()
+        if isinstance(handle, PostgresDb):
+            handle.reset()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
+        pytest.param("postgres", marks=pytest.mark.postgres, id="postgres"),
+    ]
+)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """The test runs twice: on a SQLite file and on the PostgreSQL test database."""
+    yield from _open_db(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres, id="postgres")])
+def pg_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PostgresDb]:
+    """PostgreSQL only, for tests of server behaviour."""
+    for handle in _open_db("postgres", request, tmp_path):
+        assert isinstance(handle, PostgresDb)
+        yield handle
+
+
+@pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite")])
+def sqlite_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteDb]:
+    """SQLite only."""
+    for handle in _open_db("sqlite", request, tmp_path):
+        assert isinstance(handle, SqliteDb)
+        yield handle
