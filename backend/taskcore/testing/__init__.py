@@ -5,5 +5,6 @@ database; ``no_retry_waits`` makes retries immediate in tests.
 """
 
 from taskcore.retry import no_retry_waits
+from taskcore.testing._proxy import FlakyProxy, ProxyStats
 
-__all__ = ["no_retry_waits"]
+__all__ = ["FlakyProxy", "ProxyStats", "no_retry_waits"]

@@ -1,0 +1,110 @@
+"""Round trips per operation, counted on the wire (contracts/round-trips.md); a regression fails here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import taskcore
+from taskcore import TaskCreate, TaskUpdate, UnitOfWork
+from taskcore.testing import FlakyProxy
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def wire(pg: Any, pg_db: Any) -> Iterator[FlakyProxy]:
+    """taskcore talking to the test server through a counting proxy, pool warmed up."""
+    with FlakyProxy(pg.host, pg.port) as proxy:
+        taskcore.configure(database_url=proxy.url(pg.url))
+        taskcore.get_tasks()  # first use: connect and SQLAlchemy's one-time dialect set-up
+        yield proxy
+    taskcore.dispose()
+
+
+def _count(proxy: FlakyProxy, operation: Callable[[], object]) -> int:
+    proxy.reset_stats()
+    operation()
+    stats = proxy.stats
+    assert stats.connections == 0, "steady state must not open connections"
+    return stats.round_trips
+
+
+def test_each_one_shot_costs_one_round_trip(wire: FlakyProxy) -> None:
+    """create, get, list, update, toggle and delete each cost exactly 1 round trip."""
+    task = taskcore.create_task(TaskCreate(title="warm"), user_id="u")
+    costs = {
+        "create_task": _count(wire, lambda: taskcore.create_task(TaskCreate(title="a"), user_id="u")),
+        "get_task": _count(wire, lambda: taskcore.get_task(task.id, user_id="u")),
+        "get_tasks": _count(wire, lambda: taskcore.get_tasks(user_id="u")),
+        "update_task": _count(wire, lambda: taskcore.update_task(task.id, TaskUpdate(title="b"))),
+        "toggle_complete": _count(wire, lambda: taskcore.toggle_complete(task.id)),
+        "delete_task": _count(wire, lambda: taskcore.delete_task(task.id)),
+    }
+    assert costs == dict.fromkeys(costs, 1)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_unit_of_work_with_k_statements_costs_k_plus_2(wire: FlakyProxy, k: int) -> None:
+    """BEGIN, k statements, COMMIT: nothing else (no ping, no refresh, no reset)."""
+
+    def unit() -> None:
+        with UnitOfWork() as uow:
+            for i in range(k):
+                uow.tasks.create(TaskCreate(title=f"t{i}"), user_id="u")
+
+    assert _count(wire, unit) == k + 2
+
+
+def test_read_only_unit_costs_k_plus_2(wire: FlakyProxy) -> None:
+    """A read-only unit of work with 2 reads costs 4 round trips."""
+
+    def unit() -> None:
+        with UnitOfWork(read_only=True, isolation="repeatable read") as uow:
+            uow.tasks.list()
+            uow.tasks.get(1)
+
+    assert _count(wire, unit) == 4
+
+
+def test_unit_without_statements_costs_nothing(wire: FlakyProxy) -> None:
+    """A unit of work that runs no statement never touches the network."""
+
+    def unit() -> None:
+        with UnitOfWork():
+            pass
+
+    assert _count(wire, unit) == 0
+
+
+def test_rolled_back_unit_costs_k_plus_2(wire: FlakyProxy) -> None:
+    """A unit that raises costs BEGIN, its statements and one ROLLBACK."""
+
+    def unit() -> None:
+        with pytest.raises(KeyError), UnitOfWork() as uow:
+            uow.tasks.create(TaskCreate(title="x"), user_id="u")
+            raise KeyError
+
+    assert _count(wire, unit) == 3
+
+
+def test_savepoint_adds_two_round_trips(wire: FlakyProxy) -> None:
+    """A savepoint block adds SAVEPOINT and RELEASE around its statements."""
+
+    def unit() -> None:
+        with UnitOfWork() as uow:
+            uow.tasks.create(TaskCreate(title="a"), user_id="u")
+            with uow.savepoint():
+                uow.tasks.create(TaskCreate(title="b"), user_id="u")
+
+    assert _count(wire, unit) == 2 + 2 + 2
+
+
+def test_modes_do_not_leak_into_the_next_one_shot(wire: FlakyProxy) -> None:
+    """After serializable and read-only units, a one-shot still costs 1 round trip."""
+    with UnitOfWork(read_only=True, isolation="serializable") as uow:
+        uow.tasks.list()
+    assert _count(wire, lambda: taskcore.get_tasks()) == 1
+    assert _count(wire, lambda: taskcore.create_task(TaskCreate(title="x"), user_id="u")) == 1
