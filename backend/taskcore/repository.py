@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Executable, delete, insert, not_, select, update
@@ -17,7 +18,13 @@ __all__ = ["StatementRunner", "TaskRepository"]
 class StatementRunner(Protocol):
     """What a repository needs from its unit of work: run one statement, get its scalars."""
 
-    def run_statement(self, statement: Executable, *, writes: bool) -> builtins.list[Any]: ...
+    def run_statement(
+        self,
+        statement: Executable,
+        *,
+        writes: bool,
+        parameters: builtins.list[dict[str, Any]] | None = None,
+    ) -> builtins.list[Any]: ...
 
 
 class TaskRepository:
@@ -44,6 +51,29 @@ class TaskRepository:
         )
         rows: list[Task] = self._runner.run_statement(statement, writes=True)
         return rows[0]
+
+    def create_many(self, items: Iterable[TaskCreate], *, user_id: str) -> builtins.list[Task]:
+        """Store many tasks for ``user_id`` in order; one statement per 1,000 rows.
+
+        Every item is validated before anything is sent, so one bad item stores nothing.
+        """
+        owner = check_user_id(user_id, required=True)
+        rows = []
+        for data in items:
+            if not isinstance(data, TaskCreate):
+                raise ValidationError("create_many() takes TaskCreate items", fields=("items",))
+            checked = data.validated()
+            rows.append({"title": checked.title, "description": checked.description,
+                         "user_id": owner})
+        if not rows:
+            return []
+        # SQLAlchemy's insertmanyvalues batches this into multi-row INSERT ... RETURNING
+        # statements of insertmanyvalues_page_size (1,000) rows, keeping the input order.
+        statement = insert(Task).returning(Task, sort_by_parameter_order=True)
+        created: builtins.list[Task] = self._runner.run_statement(
+            statement, writes=True, parameters=rows
+        )
+        return created
 
     def get(self, task_id: int, *, user_id: str | None = None) -> Task | None:
         """The task, or None when it does not exist or belongs to another user."""

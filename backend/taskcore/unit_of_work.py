@@ -206,8 +206,14 @@ class UnitOfWork:
 
     # -- running statements (the repository's StatementRunner) -------------------------------
 
-    def run_statement(self, statement: Executable, *, writes: bool) -> list[Any]:
-        """Run one statement in this unit of work and return its scalar results."""
+    def run_statement(
+        self,
+        statement: Executable,
+        *,
+        writes: bool,
+        parameters: list[dict[str, Any]] | None = None,
+    ) -> list[Any]:
+        """Run one statement (executemany with ``parameters``) and return its scalar results."""
         session = self._require_session()
         if writes and self.read_only:
             raise UsageError("this unit of work is read-only")
@@ -220,7 +226,7 @@ class UnitOfWork:
         # In autocommit mode a write commits as it runs: losing its reply loses the outcome.
         phase = Phase.COMMIT if writes and self._single_statement else Phase.STATEMENT
         try:
-            return guarded(lambda: list(session.scalars(statement).all()), phase)
+            return guarded(lambda: list(session.scalars(statement, parameters).all()), phase)
         except TaskcoreError as error:
             self._failure = error
             raise

@@ -108,3 +108,16 @@ def test_modes_do_not_leak_into_the_next_one_shot(wire: FlakyProxy) -> None:
         uow.tasks.list()
     assert _count(wire, lambda: taskcore.get_tasks()) == 1
     assert _count(wire, lambda: taskcore.create_task(TaskCreate(title="x"), user_id="u")) == 1
+
+
+@pytest.mark.parametrize(("n", "expected"), [(1, 3), (1000, 3), (1001, 4), (2500, 5)])
+def test_bulk_create_costs_one_round_trip_per_thousand_rows(
+    wire: FlakyProxy, n: int, expected: int
+) -> None:
+    """create_many of N tasks in one unit costs ceil(N/1000) + 2 round trips."""
+
+    def unit() -> None:
+        with UnitOfWork() as uow:
+            uow.tasks.create_many([TaskCreate(title=f"t{i}") for i in range(n)], user_id="u")
+
+    assert _count(wire, unit) == expected

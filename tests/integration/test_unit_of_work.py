@@ -195,3 +195,15 @@ def test_transient_failure_mid_unit_is_rerun_whole_and_lands_once(pg_db: Any) ->
     UnitOfWork.run(work)
     assert len(attempts) == 2
     assert pg_db.query("SELECT title FROM tasks ORDER BY id") == [("one",), ("two",)]
+
+
+def test_create_many_stores_all_in_order_or_nothing(db: Any) -> None:
+    """create_many keeps input order; one invalid item means nothing is sent or stored."""
+    with UnitOfWork() as uow:
+        made = uow.tasks.create_many([TaskCreate(title=f"t{i}") for i in range(30)], user_id="u")
+    assert [t.title for t in made] == [f"t{i}" for i in range(30)]
+    assert [r[0] for r in db.query("SELECT title FROM tasks ORDER BY id")] == [t.title for t in made]
+    bad = [TaskCreate(title="ok"), TaskCreate.model_construct(title="")]
+    with pytest.raises(taskcore.ValidationError), UnitOfWork() as uow:
+        uow.tasks.create_many(bad, user_id="u")
+    assert db.scalar("SELECT count(*) FROM tasks") == 30
