@@ -41,6 +41,9 @@ class Settings:
     retry_wait_initial: float = 0.1
     retry_wait_max: float = 5.0
     retry_wait_jitter: float = 0.5
+    #: Record the transaction id before COMMIT (+1 round trip per writing unit of work) so a
+    #: lost COMMIT reply can be resolved instead of reported as unknown (PostgreSQL >= 13).
+    commit_protection: bool = True
 
     @property
     def backend(self) -> str:
@@ -72,7 +75,12 @@ _NUMERIC_VARS: dict[str, tuple[str, type[int] | type[float]]] = {
     "TASKCORE_RETRY_WAIT_MAX": ("retry_wait_max", float),
     "TASKCORE_RETRY_WAIT_JITTER": ("retry_wait_jitter", float),
 }
-_FIELD_TYPES = dict(_NUMERIC_VARS.values())
+_BOOLEAN_VARS = {"TASKCORE_COMMIT_PROTECTION": "commit_protection"}
+_FIELD_TYPES: dict[str, type[int] | type[float] | type[bool]] = {
+    **dict(_NUMERIC_VARS.values()),
+    **dict.fromkeys(_BOOLEAN_VARS.values(), bool),
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def _environment() -> dict[str, str]:
@@ -98,16 +106,34 @@ def load_settings(**overrides: Any) -> Settings:
     for var, (name, parse) in _NUMERIC_VARS.items():
         if var in env and env[var].strip():
             values[name] = _parse_number(var, env[var], parse)
+    for var, name in _BOOLEAN_VARS.items():
+        if var in env and env[var].strip():
+            values[name] = _parse_bool(var, env[var])
     for name, value in overrides.items():
-        if name not in _FIELD_TYPES:
+        kind = _FIELD_TYPES.get(name)
+        if kind is None:
             raise ConfigurationError(f"unknown setting {name!r}")
-        values[name] = _parse_number(name, value, _FIELD_TYPES[name])
+        if kind is bool:
+            values[name] = _parse_bool(name, value)
+        else:
+            values[name] = _parse_number(name, value, kind)
     settings = Settings(url=normalize_url(raw_url), **values)
     _check(settings)
     return settings
 
 
-def _parse_number(name: str, value: object, parse: type[int] | type[float]) -> int | float:
+def _parse_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigurationError(f"{name} must be on or off")
+
+
+def _parse_number(
+    name: str, value: object, parse: type[int] | type[float] | type[bool]
+) -> int | float:
     try:
         number = parse(str(value).strip())
     except (TypeError, ValueError):

@@ -6,10 +6,12 @@ connects only at its first statement, so bad input never waits for (or touches) 
 
 from __future__ import annotations
 
+import uuid
+
 from taskcore._translate import Phase, guarded
 from taskcore.engine import current_settings, get_engine
 from taskcore.errors import DatabaseError
-from taskcore.models import Task, TaskCreate, TaskUpdate
+from taskcore.models import Task, TaskCreate, TaskUpdate, task_operations
 from taskcore.retry import RetryPolicy, call_with_retries
 from taskcore.unit_of_work import run_unit
 
@@ -29,7 +31,7 @@ _CREATE_RACE_SQLSTATES = {"23505", "42P07", "42710"}
 
 
 def init_db() -> None:
-    """Create the tasks table and its index if they are missing (idempotent, no migrations)."""
+    """Create the tables (tasks, task_operations) if missing: idempotent, no migrations."""
     policy = RetryPolicy.from_settings(current_settings())
 
     def attempt() -> None:
@@ -38,7 +40,7 @@ def init_db() -> None:
             try:
                 guarded(
                     lambda: Task.metadata.create_all(
-                        engine, tables=[Task.metadata.tables[Task.__tablename__]]
+                        engine, tables=[Task.metadata.tables[Task.__tablename__], task_operations]
                     ),
                     Phase.STATEMENT,
                 )
@@ -51,10 +53,18 @@ def init_db() -> None:
     call_with_retries("init_db", attempt, policy)
 
 
-def create_task(data: TaskCreate, user_id: str) -> Task:
-    """Store a new task for ``user_id``; one round trip (an autocommit INSERT ... RETURNING)."""
+def create_task(data: TaskCreate, user_id: str, *, idempotency_key: str | None = None) -> Task:
+    """Store a new task for ``user_id``; one round trip (an autocommit INSERT ... RETURNING).
+
+    Exactly once: the call carries an idempotency key (yours, or a generated one), so a retry
+    after a lost reply returns the task the first attempt stored. Pass your own key (e.g. a
+    job id) to make redelivered jobs return the existing task, across processes and restarts.
+    """
+    key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
     return run_unit(
-        "create_task", lambda uow: uow.tasks.create(data, user_id=user_id), single_statement=True
+        "create_task",
+        lambda uow: uow.tasks.create(data, user_id=user_id, idempotency_key=key),
+        single_statement=True,
     )
 
 
@@ -70,19 +80,28 @@ def get_tasks(user_id: str | None = None) -> list[Task]:
     return run_unit("get_tasks", lambda uow: uow.tasks.list(user_id=user_id), single_statement=True)
 
 
+# The writes below carry a fresh operation key per call (the same one on every retry of that
+# call): on PostgreSQL the key is recorded in the write's own statement, so a retry after a
+# lost reply finds it and does not apply the write again. Still one round trip.
+
+
 def update_task(task_id: int, data: TaskUpdate, user_id: str | None = None) -> Task:
     """Apply a partial update; NotFoundError if there is no such task; one round trip."""
     return run_unit(
         "update_task",
         lambda uow: uow.tasks.update(task_id, data, user_id=user_id),
         single_statement=True,
+        operation_key=str(uuid.uuid4()),
     )
 
 
 def delete_task(task_id: int, user_id: str | None = None) -> bool:
     """Delete the task; True if it was deleted, False if there was none; one round trip."""
     return run_unit(
-        "delete_task", lambda uow: uow.tasks.delete(task_id, user_id=user_id), single_statement=True
+        "delete_task",
+        lambda uow: uow.tasks.delete(task_id, user_id=user_id),
+        single_statement=True,
+        operation_key=str(uuid.uuid4()),
     )
 
 
@@ -92,4 +111,5 @@ def toggle_complete(task_id: int, user_id: str | None = None) -> Task:
         "toggle_complete",
         lambda uow: uow.tasks.toggle_complete(task_id, user_id=user_id),
         single_statement=True,
+        operation_key=str(uuid.uuid4()),
     )

@@ -73,7 +73,8 @@ def no_retry_waits() -> Iterator[None]:
         _waits_enabled = previous
 
 
-def _sleep(seconds: float) -> None:
+def pause(seconds: float) -> None:
+    """Sleep between attempts (skipped under :func:`no_retry_waits`)."""
     if _waits_enabled:
         time.sleep(seconds)
 
@@ -96,7 +97,7 @@ def call_with_retries(operation: str, attempt: Callable[[], T], policy: RetryPol
         wait=lambda state: policy.wait(state.attempt_number, _outcome_error(state)),
         retry=tenacity.retry_if_exception(_is_retryable),
         before_sleep=lambda state: _log_retry(operation, state),
-        sleep=_sleep,
+        sleep=pause,
         reraise=True,
     )
     try:

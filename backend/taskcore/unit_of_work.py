@@ -12,9 +12,10 @@ from typing import Any, Literal, Self, TypeVar
 from sqlalchemy import Executable
 from sqlmodel import Session
 
+from taskcore._resolve import CommitTicket, Outcome, resolve_commit, ticket_statement
 from taskcore._translate import Phase, guarded
 from taskcore.engine import current_settings, get_engine
-from taskcore.errors import TaskcoreError, UsageError
+from taskcore.errors import CommitOutcomeUnknownError, TaskcoreError, TransientError, UsageError
 from taskcore.repository import TaskRepository
 from taskcore.retry import RetryPolicy, call_with_retries
 
@@ -60,6 +61,7 @@ class UnitOfWork:
         isolation: Isolation | None = None,
         _single_statement: bool = False,
         _retry_connect: bool = True,
+        _operation_key: str | None = None,
     ) -> None:
         if isolation is not None and isolation not in _ISOLATIONS:
             raise UsageError(f"isolation must be one of {sorted(_ISOLATIONS)}")
@@ -75,6 +77,10 @@ class UnitOfWork:
         self._failure: TaskcoreError | None = None
         self._callbacks: list[Callable[[], object]] = []
         self._tasks: TaskRepository | None = None
+        self._wrote = False
+        #: For one-shot writes: recorded with the write so a re-run cannot apply it twice.
+        self.operation_key = _operation_key
+        self.dialect_name = ""
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
@@ -85,7 +91,9 @@ class UnitOfWork:
     def __enter__(self) -> Self:
         if self.status is not Status.NEW:
             raise UsageError(f"a unit of work is used once; this one is {self.status.value}")
-        self._session = Session(get_engine(), expire_on_commit=False, autoflush=False)
+        engine = get_engine()
+        self._session = Session(engine, expire_on_commit=False, autoflush=False)
+        self.dialect_name = engine.dialect.name
         self.status = Status.ACTIVE
         return self
 
@@ -114,13 +122,53 @@ class UnitOfWork:
                 phase = (
                     Phase.STATEMENT if self.read_only or self._single_statement else Phase.COMMIT
                 )
-                guarded(session.commit, phase)
+                ticket = self._take_ticket()
+                try:
+                    guarded(session.commit, phase)
+                except CommitOutcomeUnknownError:
+                    if ticket is None:
+                        raise
+                    self._resolve(ticket)
         except TaskcoreError:
             self.status = Status.FAILED
             self._close_quietly()
             raise
         self.status = Status.COMMITTED
         self._close_quietly()
+
+    def _take_ticket(self) -> CommitTicket | None:
+        """Record the transaction id before COMMIT, when a lost reply would need resolving."""
+        session = self._require_session()
+        server_version = session.get_bind().dialect.server_version_info or (0,)
+        if (
+            not self._wrote
+            or self.read_only
+            or self._single_statement
+            or self.dialect_name != "postgresql"
+            or server_version < (13,)  # pg_current_xact_id() / pg_xact_status() arrived in 13
+            or not current_settings().commit_protection
+        ):
+            return None
+        row = guarded(lambda: session.execute(ticket_statement()).one(), Phase.STATEMENT)
+        xid, pid = row
+        return None if xid is None else CommitTicket(xid=str(xid), backend_pid=int(pid))
+
+    def _resolve(self, ticket: CommitTicket) -> None:
+        """Turn a lost COMMIT reply into success, a safe re-run, or an honest 'unknown'."""
+        self._close_quietly()  # the connection is dead; resolution uses a fresh one
+        policy = RetryPolicy.from_settings(current_settings())
+        outcome = resolve_commit(get_engine(), ticket, policy)
+        if outcome is Outcome.COMMITTED:
+            return
+        if outcome is Outcome.ABORTED:
+            raise TransientError(
+                "the connection failed during COMMIT and the server rolled the transaction "
+                "back: nothing was applied"
+            )
+        raise CommitOutcomeUnknownError(
+            "the connection failed during COMMIT and the server could not say whether it was "
+            "applied (transaction status no longer retained, or still undecided)"
+        )
 
     def _rollback_quietly(self) -> None:
         """Roll back; a failure here is logged and never hides the exception already leaving."""
@@ -170,6 +218,7 @@ class UnitOfWork:
         """The underlying SQLModel session (errors raised through it are not translated)."""
         session = self._require_session()
         self._connect()
+        self._wrote = True  # whatever the caller does through the session may write
         return session
 
     def on_commit(self, callback: Callable[[], object]) -> None:
@@ -211,20 +260,26 @@ class UnitOfWork:
         statement: Executable,
         *,
         writes: bool,
+        idempotent: bool = False,
         parameters: list[dict[str, Any]] | None = None,
     ) -> list[Any]:
-        """Run one statement (executemany with ``parameters``) and return its scalar results."""
+        """Run one statement (executemany with ``parameters``) and return its scalar results.
+
+        ``idempotent`` says re-running the statement after a lost reply cannot apply it twice
+        (it carries an operation or idempotency key), so a one-shot may retry it.
+        """
         session = self._require_session()
         if writes and self.read_only:
             raise UsageError("this unit of work is read-only")
         if self._failure is not None:
             raise UsageError("an earlier statement in this unit of work failed; it must roll back")
-        if self._single_statement and self._statements:
-            raise UsageError("a one-shot operation runs exactly one statement")
         self._connect()
         self._statements += 1
-        # In autocommit mode a write commits as it runs: losing its reply loses the outcome.
-        phase = Phase.COMMIT if writes and self._single_statement else Phase.STATEMENT
+        self._wrote = self._wrote or writes
+        # In autocommit mode a write commits as it runs: losing its reply loses the outcome,
+        # unless the statement is keyed so that running it again is harmless.
+        in_flight = writes and self._single_statement and not idempotent
+        phase = Phase.COMMIT if in_flight else Phase.STATEMENT
         try:
             return guarded(lambda: list(session.scalars(statement, parameters).all()), phase)
         except TaskcoreError as error:
@@ -302,8 +357,13 @@ def run_unit(
     read_only: bool = False,
     isolation: Isolation | None = None,
     single_statement: bool = False,
+    operation_key: str | None = None,
 ) -> T:
-    """Run ``fn`` in a fresh unit of work per attempt under the retry policy."""
+    """Run ``fn`` in a fresh unit of work per attempt under the retry policy.
+
+    ``operation_key`` is given to every attempt's unit: the same key across attempts is what
+    makes a re-run after a lost reply find the first attempt's write instead of repeating it.
+    """
     retry_policy = policy or RetryPolicy.from_settings(current_settings())
 
     def attempt() -> T:
@@ -312,6 +372,7 @@ def run_unit(
             isolation=isolation,
             _single_statement=single_statement,
             _retry_connect=False,  # this loop retries the connect too: one layer of retries
+            _operation_key=operation_key,
         ) as uow:
             return fn(uow)
 

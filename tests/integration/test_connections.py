@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 import taskcore
-from taskcore import TaskCreate, UnitOfWork
+from taskcore import TaskCreate, TaskUpdate, UnitOfWork
 from taskcore.testing import FlakyProxy
 
 pytestmark = pytest.mark.postgres
@@ -62,14 +62,17 @@ def test_wrong_password_fails_fast_once_and_leaks_nothing(
     url = make_url(pg.url).set(password=wrong).render_as_string(hide_password=False)
     taskcore.configure(database_url=url, connect_timeout=10)
     started = time.monotonic()
-    with caplog.at_level(logging.DEBUG, "taskcore"), pytest.raises(
-        taskcore.ConnectionRejectedError
-    ) as info:
+    with (
+        caplog.at_level(logging.DEBUG, "taskcore"),
+        pytest.raises(taskcore.ConnectionRejectedError) as info,
+    ):
         taskcore.create_task(TaskCreate(title="never"), user_id="u")
     assert time.monotonic() - started < 10
     assert not _events(caplog, "retry_scheduled")
     assert "authentication failed" in str(info.value)
-    shown = repr(info.value) + str(info.value.args) + "".join(r.getMessage() for r in caplog.records)
+    shown = (
+        repr(info.value) + str(info.value.args) + "".join(r.getMessage() for r in caplog.records)
+    )
     assert wrong not in shown and pg.password not in shown and url not in shown
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 0
 
@@ -104,10 +107,10 @@ def test_outage_longer_than_the_deadline_says_database_unavailable(
     assert info.value.attempts > 1
 
 
-def test_lost_commit_reply_is_reported_as_unknown_and_never_rerun(
-    proxy: FlakyProxy, pg_db: Any
+def test_lost_commit_reply_is_resolved_as_committed_and_not_rerun(
+    proxy: FlakyProxy, pg_db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """When the link dies with COMMIT in flight, run() raises CommitOutcomeUnknownError once."""
+    """When the COMMIT reply is lost, the server is asked: committed means success, once."""
     calls: list[int] = []
 
     def work(uow: UnitOfWork) -> None:
@@ -116,12 +119,31 @@ def test_lost_commit_reply_is_reported_as_unknown_and_never_rerun(
         uow.tasks.create(TaskCreate(title="maybe too"), user_id="u")
 
     proxy.cut_after_commit()
+    with caplog.at_level(logging.WARNING, "taskcore"):
+        UnitOfWork.run(work)
+    assert proxy.faults_fired == 1
+    assert calls == [1]
+    assert [r.outcome for r in _events(caplog, "commit_resolved")] == ["committed"]  # type: ignore[attr-defined]
+    assert pg_db.scalar("SELECT count(*) FROM tasks") == 2
+
+
+def test_without_commit_protection_a_lost_reply_is_reported_unknown(
+    proxy: FlakyProxy, pg: Any, pg_db: Any
+) -> None:
+    """With commit protection off, a lost COMMIT reply raises CommitOutcomeUnknownError, once."""
+    taskcore.configure(database_url=proxy.url(pg.url), commit_protection=False)
+    calls: list[int] = []
+
+    def work(uow: UnitOfWork) -> None:
+        calls.append(1)
+        uow.tasks.create(TaskCreate(title="maybe"), user_id="u")
+
+    proxy.cut_after_commit()
     with pytest.raises(taskcore.CommitOutcomeUnknownError) as info:
         UnitOfWork.run(work)
     assert calls == [1]
     assert info.value.outcome_known is False and info.value.retryable is False
-    # The server did commit: the error is honest about not knowing, and nothing ran twice.
-    assert pg_db.scalar("SELECT count(*) FROM tasks") == 2
+    assert pg_db.scalar("SELECT count(*) FROM tasks") == 1  # it did commit; we said "unknown"
 
 
 def test_link_cut_before_commit_reruns_the_whole_unit(proxy: FlakyProxy, pg_db: Any) -> None:
@@ -147,10 +169,35 @@ def test_one_shot_read_is_retried_after_a_cut(proxy: FlakyProxy, pg_db: Any) -> 
     assert [t.title for t in taskcore.get_tasks()] == ["r"]
 
 
-def test_one_shot_write_cut_in_flight_is_never_repeated(proxy: FlakyProxy, pg_db: Any) -> None:
-    """An autocommit write whose reply is lost raises CommitOutcomeUnknownError; no duplicate."""
-    taskcore.get_tasks()
-    proxy.cut_after_statements(1)
-    with pytest.raises(taskcore.CommitOutcomeUnknownError):
-        taskcore.create_task(TaskCreate(title="once"), user_id="u")
-    assert pg_db.scalar("SELECT count(*) FROM tasks") <= 1
+@pytest.mark.parametrize("faults", [1, 2, 3])
+def test_one_shot_writes_cut_in_flight_apply_exactly_once(
+    proxy: FlakyProxy, pg_db: Any, faults: int
+) -> None:
+    """Each one-shot write whose reply is lost (even repeatedly) is retried and lands once."""
+    task = taskcore.create_task(TaskCreate(title="base"), user_id="u")
+    for _ in range(faults):
+        proxy.cut_after_commit(times=1)
+        created = taskcore.create_task(TaskCreate(title="once"), user_id="u")
+        proxy.cut_after_commit(times=1)
+        toggled = taskcore.toggle_complete(task.id)
+    assert pg_db.scalar("SELECT count(*) FROM tasks WHERE title = 'once'") == faults
+    assert created.title == "once"
+    assert pg_db.scalar(f"SELECT completed FROM tasks WHERE id = {task.id}") is (faults % 2 == 1)
+    assert toggled.completed is (faults % 2 == 1)
+    proxy.cut_after_commit(times=1)
+    assert taskcore.update_task(task.id, TaskUpdate(title="renamed")).title == "renamed"
+    proxy.cut_after_commit(times=1)
+    assert taskcore.delete_task(task.id) is True  # the first attempt deleted it: still True
+    assert pg_db.scalar(f"SELECT count(*) FROM tasks WHERE id = {task.id}") == 0
+
+
+def test_redelivered_create_with_the_same_key_returns_the_first_task(pg_db: Any) -> None:
+    """create_task with a caller's idempotency key stores once and returns the same task."""
+    first = taskcore.create_task(TaskCreate(title="job"), user_id="u", idempotency_key="job-42")
+    again = taskcore.create_task(TaskCreate(title="other"), user_id="u", idempotency_key="job-42")
+    other_user = taskcore.create_task(
+        TaskCreate(title="job"), user_id="v", idempotency_key="job-42"
+    )
+    assert again == first
+    assert other_user.id != first.id
+    assert pg_db.scalar("SELECT count(*) FROM tasks") == 2

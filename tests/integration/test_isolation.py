@@ -34,7 +34,9 @@ def test_other_users_task_is_invisible_to_every_operation(db: Any, alices: taskc
 def test_owner_can_do_everything(db: Any, alices: taskcore.Task) -> None:
     """Alice, scoped to herself, can read, update, toggle and delete her task."""
     assert taskcore.get_task(alices.id, user_id="alice") == alices
-    assert taskcore.update_task(alices.id, TaskUpdate(title="mine"), user_id="alice").title == "mine"
+    assert (
+        taskcore.update_task(alices.id, TaskUpdate(title="mine"), user_id="alice").title == "mine"
+    )
     assert taskcore.toggle_complete(alices.id, user_id="alice").completed is True
     assert taskcore.delete_task(alices.id, user_id="alice") is True
     assert db.scalar(f"SELECT count(*) FROM tasks WHERE id = {alices.id}") == 0

@@ -14,11 +14,18 @@ from taskcore.testing import FlakyProxy
 pytestmark = pytest.mark.postgres
 
 
+@pytest.fixture(params=[True, False], ids=["protected", "unprotected"])
+def protection(request: pytest.FixtureRequest) -> bool:
+    """Commit protection on (the default: +1 round trip per writing unit) or off."""
+    value: bool = request.param
+    return value
+
+
 @pytest.fixture
-def wire(pg: Any, pg_db: Any) -> Iterator[FlakyProxy]:
+def wire(pg: Any, pg_db: Any, protection: bool) -> Iterator[FlakyProxy]:
     """taskcore talking to the test server through a counting proxy, pool warmed up."""
     with FlakyProxy(pg.host, pg.port) as proxy:
-        taskcore.configure(database_url=proxy.url(pg.url))
+        taskcore.configure(database_url=proxy.url(pg.url), commit_protection=protection)
         taskcore.get_tasks()  # first use: connect and SQLAlchemy's one-time dialect set-up
         yield proxy
     taskcore.dispose()
@@ -36,7 +43,9 @@ def test_each_one_shot_costs_one_round_trip(wire: FlakyProxy) -> None:
     """create, get, list, update, toggle and delete each cost exactly 1 round trip."""
     task = taskcore.create_task(TaskCreate(title="warm"), user_id="u")
     costs = {
-        "create_task": _count(wire, lambda: taskcore.create_task(TaskCreate(title="a"), user_id="u")),
+        "create_task": _count(
+            wire, lambda: taskcore.create_task(TaskCreate(title="a"), user_id="u")
+        ),
         "get_task": _count(wire, lambda: taskcore.get_task(task.id, user_id="u")),
         "get_tasks": _count(wire, lambda: taskcore.get_tasks(user_id="u")),
         "update_task": _count(wire, lambda: taskcore.update_task(task.id, TaskUpdate(title="b"))),
@@ -47,15 +56,17 @@ def test_each_one_shot_costs_one_round_trip(wire: FlakyProxy) -> None:
 
 
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_unit_of_work_with_k_statements_costs_k_plus_2(wire: FlakyProxy, k: int) -> None:
-    """BEGIN, k statements, COMMIT: nothing else (no ping, no refresh, no reset)."""
+def test_unit_of_work_with_k_statements_costs_k_plus_2(
+    wire: FlakyProxy, k: int, protection: bool
+) -> None:
+    """BEGIN, k statements, COMMIT (+1 ticket when protected): no ping, refresh or reset."""
 
     def unit() -> None:
         with UnitOfWork() as uow:
             for i in range(k):
                 uow.tasks.create(TaskCreate(title=f"t{i}"), user_id="u")
 
-    assert _count(wire, unit) == k + 2
+    assert _count(wire, unit) == k + 2 + protection
 
 
 def test_read_only_unit_costs_k_plus_2(wire: FlakyProxy) -> None:
@@ -90,7 +101,7 @@ def test_rolled_back_unit_costs_k_plus_2(wire: FlakyProxy) -> None:
     assert _count(wire, unit) == 3
 
 
-def test_savepoint_adds_two_round_trips(wire: FlakyProxy) -> None:
+def test_savepoint_adds_two_round_trips(wire: FlakyProxy, protection: bool) -> None:
     """A savepoint block adds SAVEPOINT and RELEASE around its statements."""
 
     def unit() -> None:
@@ -99,25 +110,25 @@ def test_savepoint_adds_two_round_trips(wire: FlakyProxy) -> None:
             with uow.savepoint():
                 uow.tasks.create(TaskCreate(title="b"), user_id="u")
 
-    assert _count(wire, unit) == 2 + 2 + 2
+    assert _count(wire, unit) == 2 + 2 + 2 + protection
 
 
 def test_modes_do_not_leak_into_the_next_one_shot(wire: FlakyProxy) -> None:
     """After serializable and read-only units, a one-shot still costs 1 round trip."""
     with UnitOfWork(read_only=True, isolation="serializable") as uow:
         uow.tasks.list()
-    assert _count(wire, lambda: taskcore.get_tasks()) == 1
+    assert _count(wire, taskcore.get_tasks) == 1
     assert _count(wire, lambda: taskcore.create_task(TaskCreate(title="x"), user_id="u")) == 1
 
 
 @pytest.mark.parametrize(("n", "expected"), [(1, 3), (1000, 3), (1001, 4), (2500, 5)])
 def test_bulk_create_costs_one_round_trip_per_thousand_rows(
-    wire: FlakyProxy, n: int, expected: int
+    wire: FlakyProxy, n: int, expected: int, protection: bool
 ) -> None:
-    """create_many of N tasks in one unit costs ceil(N/1000) + 2 round trips."""
+    """create_many of N tasks in one unit costs ceil(N/1000) + 2 (+1 ticket when protected)."""
 
     def unit() -> None:
         with UnitOfWork() as uow:
             uow.tasks.create_many([TaskCreate(title=f"t{i}") for i in range(n)], user_id="u")
 
-    assert _count(wire, unit) == expected
+    assert _count(wire, unit) == expected + protection

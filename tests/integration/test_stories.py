@@ -31,7 +31,11 @@ def _in_new_process(url: str, *args: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, url, *args],
-        env=env, capture_output=True, text=True, check=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     result: dict[str, Any] = json.loads(out.stdout)
     return result
@@ -55,7 +59,9 @@ def test_us1_2_all_tasks_are_returned_with_correct_data(db: Any) -> None:
     """Querying all tasks returns every stored task with its data."""
     made = [taskcore.create_task(TaskCreate(title=f"t{i}"), user_id=f"u{i % 2}") for i in range(5)]
     listed = taskcore.get_tasks()
-    assert [(t.id, t.title, t.user_id) for t in listed] == [(t.id, t.title, t.user_id) for t in made]
+    assert [(t.id, t.title, t.user_id) for t in listed] == [
+        (t.id, t.title, t.user_id) for t in made
+    ]
     assert db.scalar("SELECT count(*) FROM tasks") == 5
 
 
@@ -103,9 +109,13 @@ def test_us3_1_create_stores_and_returns_a_task_with_generated_id(db: Any) -> No
     """create_task returns the stored task: generated id, defaults and UTC timestamps."""
     task = taskcore.create_task(TaskCreate(title="Write spec"), user_id="u")
     assert task.id > 0 and task.completed is False and task.description is None
-    assert task.created_at.utcoffset() is not None and task.created_at.utcoffset().total_seconds() == 0
+    assert (
+        task.created_at.utcoffset() is not None and task.created_at.utcoffset().total_seconds() == 0
+    )
     assert task.updated_at == task.created_at
-    assert db.query(f"SELECT title, completed FROM tasks WHERE id = {task.id}")[0][0] == "Write spec"
+    assert (
+        db.query(f"SELECT title, completed FROM tasks WHERE id = {task.id}")[0][0] == "Write spec"
+    )
 
 
 def test_us3_2_update_changes_title_and_moves_updated_at(db: Any) -> None:
@@ -155,13 +165,19 @@ def test_update_and_toggle_of_missing_task_raise_not_found(db: Any) -> None:
 
 @pytest.mark.parametrize(
     "title",
-    ["Quote ' and \" and \\ and %s and {x}", "'; DROP TABLE tasks; --", "emoji 🎉 ñ 漢字 \u200d",
-     "x" * 200],
+    [
+        "Quote ' and \" and \\ and %s and {x}",
+        "'; DROP TABLE tasks; --",
+        "emoji 🎉 ñ 漢字 \u200d",
+        "x" * 200,
+    ],
 )
 def test_good_text_is_stored_exactly(db: Any, title: str) -> None:
     """Unicode, quotes, SQL fragments and maximum-length text are stored and read back exactly."""
     description = title[::-1] + "d" * (1000 - len(title))
-    task = taskcore.create_task(TaskCreate(title=title, description=description), user_id=title[:50])
+    task = taskcore.create_task(
+        TaskCreate(title=title, description=description), user_id=title[:50]
+    )
     assert db.query(f"SELECT title, description, user_id FROM tasks WHERE id = {task.id}") == [
         (title, description, title[:50])
     ]
@@ -209,10 +225,13 @@ def test_us4_2_connections_are_returned_to_the_pool(db: Any) -> None:
     pool = taskcore.engine.get_engine().pool
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
     if db.kind == "postgres":
-        assert db.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'taskcore_app' "
-            "AND state <> 'idle'"
-        ) == 0
+        assert (
+            db.scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'taskcore_app' "
+                "AND state <> 'idle'"
+            )
+            == 0
+        )
 
 
 @pytest.mark.postgres

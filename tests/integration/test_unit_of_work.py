@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -72,9 +73,9 @@ def test_on_commit_callbacks_run_only_after_commit(db: Any) -> None:
         uow.on_commit(lambda: seen.append("second"))
         assert seen == []
     assert seen == ["first:1", "second"]
-    with pytest.raises(ValueError), UnitOfWork() as uow:
+    with pytest.raises(ValueError, match="abandon"), UnitOfWork() as uow:
         uow.on_commit(lambda: seen.append("never"))
-        raise ValueError
+        raise ValueError("abandon")
     assert seen == ["first:1", "second"]
 
 
@@ -98,9 +99,10 @@ def test_read_only_and_isolation_reach_the_server(pg_db: Any) -> None:
         assert uow.session.scalar(select(setting("transaction_isolation"))) == "serializable"
     with UnitOfWork() as uow:  # the pooled connection went back to the defaults
         assert uow.session.scalar(select(func.current_setting("transaction_read_only"))) == "off"
-        assert uow.session.scalar(
-            select(func.current_setting("transaction_isolation"))
-        ) == "read committed"
+        assert (
+            uow.session.scalar(select(func.current_setting("transaction_isolation")))
+            == "read committed"
+        )
 
 
 def test_lifecycle_is_explicit(db: Any) -> None:
@@ -129,12 +131,11 @@ def test_swallowed_database_error_is_raised_at_exit(pg_db: Any) -> None:
 
     with pytest.raises(taskcore.DatabaseError) as info, UnitOfWork() as uow:
         uow.tasks.create(TaskCreate(title="before"), user_id="u")
-        try:  # bypass the repository's validation to make the server reject a value
+        # bypass the repository's validation to make the server reject a value
+        with contextlib.suppress(taskcore.DatabaseError):
             uow.run_statement(
                 insert(Task).values(title="x" * 300, user_id="u").returning(Task), writes=True
             )
-        except taskcore.DatabaseError:
-            pass
     assert info.value.sqlstate == "22001"
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 0
 
@@ -145,11 +146,14 @@ def test_failed_rollback_never_hides_the_original_error(
 ) -> None:
     """When the connection dies mid-unit, the caller's exception still comes out unchanged."""
     boom = LookupError("original")
-    with caplog.at_level(logging.WARNING, "taskcore"):
-        with pytest.raises(LookupError) as info, UnitOfWork() as uow:
-            uow.tasks.create(TaskCreate(title="lost"), user_id="u")
-            pg_db.terminate_app_backends()
-            raise boom
+    with (
+        caplog.at_level(logging.WARNING, "taskcore"),
+        pytest.raises(LookupError) as info,
+        UnitOfWork() as uow,
+    ):
+        uow.tasks.create(TaskCreate(title="lost"), user_id="u")
+        pg_db.terminate_app_backends()
+        raise boom
     assert info.value is boom
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 0
 
@@ -202,7 +206,9 @@ def test_create_many_stores_all_in_order_or_nothing(db: Any) -> None:
     with UnitOfWork() as uow:
         made = uow.tasks.create_many([TaskCreate(title=f"t{i}") for i in range(30)], user_id="u")
     assert [t.title for t in made] == [f"t{i}" for i in range(30)]
-    assert [r[0] for r in db.query("SELECT title FROM tasks ORDER BY id")] == [t.title for t in made]
+    assert [r[0] for r in db.query("SELECT title FROM tasks ORDER BY id")] == [
+        t.title for t in made
+    ]
     bad = [TaskCreate(title="ok"), TaskCreate.model_construct(title="")]
     with pytest.raises(taskcore.ValidationError), UnitOfWork() as uow:
         uow.tasks.create_many(bad, user_id="u")

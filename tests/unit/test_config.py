@@ -81,7 +81,10 @@ def test_unset_url_means_the_embedded_sqlite_default(monkeypatch: pytest.MonkeyP
         ("this is not a url", "not a valid URL"),
         (f"postgresql://u:{SECRET}@host", "no database"),
         (f"postgresql://u:{SECRET}@host/db?sslmode=sometimes", "sslmode"),
-        (f"postgresql://u:{SECRET}@ep-x-1-pooler.eu.aws.neon.tech/db?options=-c%20a%3Db", "options"),
+        (
+            f"postgresql://u:{SECRET}@ep-x-1-pooler.eu.aws.neon.tech/db?options=-c%20a%3Db",
+            "options",
+        ),
     ],
 )
 def test_malformed_url_names_the_problem_without_the_password(raw: str, problem: str) -> None:

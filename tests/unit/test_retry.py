@@ -66,7 +66,10 @@ def test_giving_up_says_database_unavailable_with_attempts() -> None:
     def down() -> None:
         raise taskcore.TransientError("refused")
 
-    with taskcore.testing.no_retry_waits(), pytest.raises(taskcore.DatabaseUnavailableError) as info:
+    with (
+        taskcore.testing.no_retry_waits(),
+        pytest.raises(taskcore.DatabaseUnavailableError) as info,
+    ):
         call_with_retries("op", down, RetryPolicy(attempts=4))
     assert info.value.attempts == 4
     assert info.value.elapsed >= 0

@@ -1,0 +1,58 @@
+"""Resolving a lost COMMIT reply with pg_xact_status, against real transactions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg2
+import pytest
+
+import taskcore
+from taskcore._resolve import CommitTicket, Outcome, resolve_commit
+from taskcore.engine import get_engine
+from taskcore.retry import RetryPolicy
+
+pytestmark = pytest.mark.postgres
+
+
+def _open_transaction(pg: Any) -> tuple[Any, CommitTicket]:
+    """A real app-role transaction that wrote a row, and its ticket (xid, backend pid)."""
+    conn = psycopg2.connect(pg.url)
+    cur = conn.cursor()
+    cur.execute("INSERT INTO tasks (title, user_id) VALUES ('t', 'u')")
+    cur.execute("SELECT pg_current_xact_id()::text, pg_backend_pid()")
+    xid, pid = cur.fetchone()
+    return conn, CommitTicket(xid=xid, backend_pid=pid)
+
+
+def test_committed_transaction_resolves_as_committed(pg: Any, pg_db: Any) -> None:
+    """A transaction that committed is reported committed."""
+    conn, ticket = _open_transaction(pg)
+    conn.commit()
+    conn.close()
+    assert resolve_commit(get_engine(), ticket, RetryPolicy()) is Outcome.COMMITTED
+
+
+def test_rolled_back_transaction_resolves_as_aborted(pg: Any, pg_db: Any) -> None:
+    """A transaction that rolled back is reported aborted."""
+    conn, ticket = _open_transaction(pg)
+    conn.rollback()
+    conn.close()
+    assert resolve_commit(get_engine(), ticket, RetryPolicy()) is Outcome.ABORTED
+
+
+def test_transaction_still_open_is_ended_and_resolves_as_aborted(pg: Any, pg_db: Any) -> None:
+    """A backend still holding the transaction (dead client not yet noticed) is ended: aborted."""
+    conn, ticket = _open_transaction(pg)
+    try:
+        with taskcore.testing.no_retry_waits():
+            assert resolve_commit(get_engine(), ticket, RetryPolicy()) is Outcome.ABORTED
+        assert pg_db.scalar("SELECT count(*) FROM tasks") == 0
+    finally:
+        conn.close()
+
+
+def test_unknown_transaction_status_is_unknown(pg_db: Any) -> None:
+    """An xid whose status the server no longer (or never) knew is reported as unknown."""
+    ticket = CommitTicket(xid=str(2**40), backend_pid=0)
+    assert resolve_commit(get_engine(), ticket, RetryPolicy()) is Outcome.UNKNOWN
