@@ -3,6 +3,7 @@
 Importing taskcore reads no settings and opens no connection; both happen on first use.
 """
 
+from taskcore import events
 from taskcore.config import Settings, load_settings
 from taskcore.diagnostics import ConnectionReport, check_connection
 from taskcore.engine import configure, dispose
@@ -60,6 +61,7 @@ __all__ = [
     "create_task",
     "delete_task",
     "dispose",
+    "events",
     "get_task",
     "get_tasks",
     "init_db",

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, Text, cast, column, exists, func, literal, select, table
 from sqlalchemy.types import UserDefinedType
 
+from taskcore import events
 from taskcore._translate import Phase, guarded
 from taskcore.retry import RetryPolicy, call_with_retries, pause
 
@@ -90,6 +91,7 @@ def resolve_commit(engine: Engine, ticket: CommitTicket, policy: RetryPolicy) ->
         else:  # in progress: the server is finishing our COMMIT or rolling it back
             pause(policy.wait(attempt, None))
             continue
+        events.emit(events.CommitResolved(outcome.value))
         _log.warning(
             "lost COMMIT reply resolved: %s",
             outcome.value,

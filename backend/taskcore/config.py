@@ -44,6 +44,12 @@ class Settings:
     #: Record the transaction id before COMMIT (+1 round trip per writing unit of work) so a
     #: lost COMMIT reply can be resolved instead of reported as unknown (PostgreSQL >= 13).
     commit_protection: bool = True
+    #: Per-process retry budget (see taskcore.budget.RetryBudget); off retries every call fully.
+    retry_budget: bool = True
+    retry_budget_ratio: float = 0.2
+    retry_budget_floor: float = 1.0
+    retry_budget_window: float = 10.0
+    retry_probe_interval: float = 1.0
 
     @property
     def backend(self) -> str:
@@ -74,8 +80,15 @@ _NUMERIC_VARS: dict[str, tuple[str, type[int] | type[float]]] = {
     "TASKCORE_RETRY_WAIT_INITIAL": ("retry_wait_initial", float),
     "TASKCORE_RETRY_WAIT_MAX": ("retry_wait_max", float),
     "TASKCORE_RETRY_WAIT_JITTER": ("retry_wait_jitter", float),
+    "TASKCORE_RETRY_BUDGET_RATIO": ("retry_budget_ratio", float),
+    "TASKCORE_RETRY_BUDGET_FLOOR": ("retry_budget_floor", float),
+    "TASKCORE_RETRY_BUDGET_WINDOW": ("retry_budget_window", float),
+    "TASKCORE_RETRY_PROBE_INTERVAL": ("retry_probe_interval", float),
 }
-_BOOLEAN_VARS = {"TASKCORE_COMMIT_PROTECTION": "commit_protection"}
+_BOOLEAN_VARS = {
+    "TASKCORE_COMMIT_PROTECTION": "commit_protection",
+    "TASKCORE_RETRY_BUDGET": "retry_budget",
+}
 _FIELD_TYPES: dict[str, type[int] | type[float] | type[bool]] = {
     **dict(_NUMERIC_VARS.values()),
     **dict.fromkeys(_BOOLEAN_VARS.values(), bool),
@@ -151,5 +164,10 @@ def _check(s: Settings) -> None:
         raise ConfigurationError("TASKCORE_RETRY_ATTEMPTS must be at least 1")
     if min(s.retry_deadline, s.retry_wait_initial, s.retry_wait_max, s.retry_wait_jitter) < 0:
         raise ConfigurationError("retry deadline and waits must not be negative")
+    if (
+        min(s.retry_budget_ratio, s.retry_budget_floor) < 0
+        or min(s.retry_budget_window, s.retry_probe_interval) <= 0
+    ):
+        raise ConfigurationError("retry budget ratio/floor must be >= 0, window/probe > 0")
     if s.pool_timeout <= 0:
         raise ConfigurationError("TASKCORE_POOL_TIMEOUT must be positive")

@@ -14,9 +14,18 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
+from taskcore import events
+from taskcore.budget import RetryBudget
 from taskcore.config import Settings, load_settings
 
-__all__ = ["configure", "current_settings", "dispose", "get_engine", "make_engine"]
+__all__ = [
+    "configure",
+    "current_budget",
+    "current_settings",
+    "dispose",
+    "get_engine",
+    "make_engine",
+]
 
 _log = logging.getLogger("taskcore")
 
@@ -27,6 +36,7 @@ class _State:
     overrides: dict[str, Any]
     settings: Settings | None = None
     engine: Engine | None = None
+    budget: RetryBudget | None = None
 
 
 _lock = threading.Lock()
@@ -44,6 +54,7 @@ def configure(**overrides: Any) -> Settings:
         _dispose_locked()
         _state.overrides = dict(overrides)
         _state.settings = settings
+        _state.budget = None
     return settings
 
 
@@ -66,6 +77,22 @@ def get_engine() -> Engine:
         return _state.engine
 
 
+def current_budget() -> RetryBudget | None:
+    """This process's retry budget (None when TASKCORE_RETRY_BUDGET is off)."""
+    settings = current_settings()
+    if not settings.retry_budget:
+        return None
+    with _lock:
+        if _state.budget is None:
+            _state.budget = RetryBudget(
+                ratio=settings.retry_budget_ratio,
+                floor=settings.retry_budget_floor,
+                window=settings.retry_budget_window,
+                probe_interval=settings.retry_probe_interval,
+            )
+        return _state.budget
+
+
 def dispose() -> None:
     """Close this process's pooled connections; the next operation opens new ones."""
     with _lock:
@@ -86,6 +113,7 @@ def _forget_if_forked() -> None:
         if _state.engine is not None:
             _state.engine.dispose(close=False)
         _state.engine = None
+        _state.budget = None  # each process has its own budget
         _state.pid = os.getpid()
 
 
@@ -154,6 +182,7 @@ def _reject_dead_connection(
             "replacing a pooled connection the server closed",
             extra={"taskcore_event": "stale_connection_replaced"},
         )
+        events.emit(events.StaleConnectionReplaced())
         raise DisconnectionError("server closed an idle pooled connection")
 
 

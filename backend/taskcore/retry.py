@@ -12,6 +12,8 @@ from typing import TypeVar
 
 import tenacity
 
+from taskcore import events
+from taskcore.budget import RetryBudget
 from taskcore.config import Settings
 from taskcore.errors import ConflictError, DatabaseUnavailableError, TaskcoreError, TransientError
 
@@ -83,17 +85,48 @@ def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, TaskcoreError) and error.retryable
 
 
-def call_with_retries(operation: str, attempt: Callable[[], T], policy: RetryPolicy) -> T:
+def call_with_retries(
+    operation: str,
+    attempt: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    budget: RetryBudget | None = None,
+) -> T:
     """Run ``attempt`` until it succeeds, fails permanently, or the policy gives up.
 
     Only errors marked ``retryable`` (raised before COMMIT was sent) are retried. When the
     policy gives up on an unreachable database, DatabaseUnavailableError says how many
-    attempts were made over how long; an exhausted conflict is re-raised as it is.
+    attempts were made over how long; an exhausted conflict is re-raised as it is. With a
+    ``budget``, each retry spends from it, and once it is spent calls fail fast (see
+    :class:`taskcore.budget.RetryBudget`).
     """
     started = time.monotonic()
+    if budget is not None and not budget.admit():
+        events.emit(events.GaveUp(operation, 0, 0.0, "budget", None))
+        raise DatabaseUnavailableError(
+            f"database unavailable: {operation} failed fast; this process spent its retry "
+            "budget and is probing the database about once per second",
+            attempts=0,
+            elapsed=0.0,
+        )
+    refused_by_budget = False
+
+    class _BudgetStop(tenacity.stop.stop_base):
+        def __call__(self, state: tenacity.RetryCallState) -> bool:
+            nonlocal refused_by_budget
+            if budget is None or budget.spend():
+                return False
+            refused_by_budget = True
+            events.emit(events.BudgetExhausted(operation))
+            return True
+
     retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(policy.attempts)
-        | tenacity.stop_before_delay(policy.deadline),
+        # Evaluated in order and short-circuited: the budget is only spent on a real retry.
+        stop=tenacity.stop_any(
+            tenacity.stop_after_attempt(policy.attempts),
+            tenacity.stop_before_delay(policy.deadline),
+            _BudgetStop(),
+        ),
         wait=lambda state: policy.wait(state.attempt_number, _outcome_error(state)),
         retry=tenacity.retry_if_exception(_is_retryable),
         before_sleep=lambda state: _log_retry(operation, state),
@@ -101,29 +134,44 @@ def call_with_retries(operation: str, attempt: Callable[[], T], policy: RetryPol
         reraise=True,
     )
     try:
-        return retrying(attempt)
+        result = retrying(attempt)
     except TransientError as exc:
         if isinstance(exc, ConflictError):
             raise
+        attempts = int(retrying.statistics.get("attempt_number", 1))
+        elapsed = time.monotonic() - started
+        reason = (
+            "budget"
+            if refused_by_budget
+            else "attempts"
+            if attempts >= policy.attempts
+            else "deadline"
+        )
         error = DatabaseUnavailableError(
-            f"database unavailable: {operation} gave up after "
-            f"{retrying.statistics.get('attempt_number', 1)} attempt(s) in "
-            f"{time.monotonic() - started:.1f}s; last error: {exc.args[0]}",
-            attempts=int(retrying.statistics.get("attempt_number", 1)),
-            elapsed=time.monotonic() - started,
+            f"database unavailable: {operation} gave up ({reason}) after {attempts} "
+            f"attempt(s) in {elapsed:.1f}s; last error: {exc.args[0]}",
+            attempts=attempts,
+            elapsed=elapsed,
             sqlstate=exc.sqlstate,
             driver_error=exc.driver_error,
         )
+    else:
+        if budget is not None:
+            budget.record_success()
+        return result
+    events.emit(events.GaveUp(operation, error.attempts, error.elapsed, reason, error.sqlstate))
     _log.warning(
-        "%s: database unavailable after %d attempt(s) in %.1fs",
+        "%s: database unavailable after %d attempt(s) in %.1fs (%s)",
         operation,
         error.attempts,
         error.elapsed,
+        reason,
         extra={
             "taskcore_event": "retry_gave_up",
             "operation": operation,
             "attempts": error.attempts,
             "elapsed": error.elapsed,
+            "reason": reason,
             "sqlstate": error.sqlstate,
         },
     )
@@ -140,6 +188,7 @@ def _log_retry(operation: str, state: tenacity.RetryCallState) -> None:
     sqlstate = getattr(error, "sqlstate", None)
     driver = getattr(error, "driver_error", None)
     kind = type(error).__name__
+    events.emit(events.RetryScheduled(operation, state.attempt_number, wait, kind, sqlstate))
     # Only names and codes: never str(error) of a driver exception, never arguments.
     _log.warning(
         "%s: attempt %d failed with %s (%s, sqlstate %s); retrying in %.2fs",

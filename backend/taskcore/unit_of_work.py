@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from sqlalchemy import Executable
+from sqlalchemy import Executable, func, select
 from sqlmodel import Session
 
+from taskcore import events
 from taskcore._resolve import CommitTicket, Outcome, resolve_commit, ticket_statement
 from taskcore._translate import Phase, guarded
-from taskcore.engine import current_settings, get_engine
+from taskcore.engine import current_budget, current_settings, get_engine
 from taskcore.errors import CommitOutcomeUnknownError, TaskcoreError, TransientError, UsageError
 from taskcore.repository import TaskRepository
 from taskcore.retry import RetryPolicy, call_with_retries
@@ -59,12 +61,22 @@ class UnitOfWork:
         *,
         read_only: bool = False,
         isolation: Isolation | None = None,
+        statement_timeout: float | None = None,
         _single_statement: bool = False,
         _retry_connect: bool = True,
         _operation_key: str | None = None,
+        _operation: str = "UnitOfWork",
+        _attempt: int = 1,
     ) -> None:
         if isolation is not None and isolation not in _ISOLATIONS:
             raise UsageError(f"isolation must be one of {sorted(_ISOLATIONS)}")
+        if statement_timeout is not None and not 0 < statement_timeout < 2**31 / 1000:
+            raise UsageError("statement_timeout must be a positive number of seconds")
+        #: Seconds any one statement may run (PostgreSQL; SET LOCAL, so pooler-safe).
+        self.statement_timeout = statement_timeout
+        self._operation = _operation
+        self._attempt = _attempt
+        self._started = 0.0
         self.read_only = read_only
         self.isolation = isolation
         self.status = Status.NEW
@@ -94,6 +106,7 @@ class UnitOfWork:
         engine = get_engine()
         self._session = Session(engine, expire_on_commit=False, autoflush=False)
         self.dialect_name = engine.dialect.name
+        self._started = time.monotonic()
         self.status = Status.ACTIVE
         return self
 
@@ -104,13 +117,28 @@ class UnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         if exc is None and self._failure is None:
-            self._commit()
+            try:
+                self._commit()
+            finally:
+                self._finished()
             self._run_callbacks()
             return
         self._rollback_quietly()
+        self._finished()
         if exc is None and self._failure is not None:
             # The block swallowed a database error; committing what is left would be wrong.
             raise self._failure
+
+    def _finished(self) -> None:
+        events.emit(
+            events.UnitFinished(
+                self._operation,
+                self.status.value,
+                time.monotonic() - self._started,
+                self._attempt,
+                self.read_only,
+            )
+        )
 
     def _commit(self) -> None:
         session = self._require_session()
@@ -302,6 +330,12 @@ class UnitOfWork:
                         isolation_level=_ISOLATIONS.get(self.isolation or "", "DEFAULT"),
                         readonly=self.read_only or "DEFAULT",
                     )
+                    if self.statement_timeout is not None:
+                        # set_config(..., is_local => true) is SET LOCAL: it ends with the
+                        # transaction, so it is safe behind PgBouncer's transaction pooling.
+                        milliseconds = str(round(self.statement_timeout * 1000))
+                        local = func.set_config("statement_timeout", milliseconds, True)
+                        session.execute(select(local))
 
         def attempt() -> None:
             try:
@@ -312,7 +346,7 @@ class UnitOfWork:
 
         if self._retry_connect:
             policy = RetryPolicy.from_settings(current_settings())
-            call_with_retries("connect", attempt, policy)
+            call_with_retries("connect", attempt, policy, budget=current_budget())
         else:
             attempt()
         self._connected = True
@@ -331,6 +365,7 @@ class UnitOfWork:
         *,
         read_only: bool = False,
         isolation: Isolation | None = None,
+        statement_timeout: float | None = None,
         policy: RetryPolicy | None = None,
     ) -> T:
         """Run ``fn`` in a fresh unit of work, re-running it whole on a transient failure.
@@ -346,6 +381,7 @@ class UnitOfWork:
             policy=policy,
             read_only=read_only,
             isolation=isolation,
+            statement_timeout=statement_timeout,
         )
 
 
@@ -356,6 +392,7 @@ def run_unit(
     policy: RetryPolicy | None = None,
     read_only: bool = False,
     isolation: Isolation | None = None,
+    statement_timeout: float | None = None,
     single_statement: bool = False,
     operation_key: str | None = None,
 ) -> T:
@@ -365,15 +402,21 @@ def run_unit(
     makes a re-run after a lost reply find the first attempt's write instead of repeating it.
     """
     retry_policy = policy or RetryPolicy.from_settings(current_settings())
+    attempts = 0
 
     def attempt() -> T:
+        nonlocal attempts
+        attempts += 1
         with UnitOfWork(
             read_only=read_only,
             isolation=isolation,
+            statement_timeout=statement_timeout,
             _single_statement=single_statement,
             _retry_connect=False,  # this loop retries the connect too: one layer of retries
             _operation_key=operation_key,
+            _operation=operation,
+            _attempt=attempts,
         ) as uow:
             return fn(uow)
 
-    return call_with_retries(operation, attempt, retry_policy)
+    return call_with_retries(operation, attempt, retry_policy, budget=current_budget())
