@@ -71,11 +71,11 @@ def resolve_commit(engine: Engine, ticket: CommitTicket, policy: RetryPolicy) ->
     started = time.monotonic()
 
     def ask() -> str | None:
-        with engine.connect() as connection:
+        with guarded(engine.connect, Phase.CONNECT) as connection:
             status = guarded(lambda: connection.scalar(status_query), Phase.STATEMENT)
             if status == "in progress":
                 guarded(lambda: connection.execute(end_stuck_backend), Phase.STATEMENT)
-            connection.commit()
+            guarded(connection.commit, Phase.STATEMENT)
         return None if status is None else str(status)
 
     attempt = 0

@@ -31,6 +31,7 @@ class Phase(enum.Enum):
     CONNECT = "connect"  # no statement was sent: always safe to retry
     STATEMENT = "statement"  # before COMMIT was sent: the server rolls the transaction back
     COMMIT = "commit"  # COMMIT (or an autocommit write) was in flight: the outcome is unknown
+    KEYED_COMMIT = "keyed_commit"  # a keyed autocommit write was in flight: a re-run resolves it
 
 
 def translate(error: BaseException, phase: Phase) -> TaskcoreError:
@@ -51,7 +52,7 @@ def translate(error: BaseException, phase: Phase) -> TaskcoreError:
     if isinstance(orig, psycopg2.InterfaceError):
         # psycopg2 raises InterfaceError before sending anything ("connection already closed"),
         # so even a COMMIT that failed this way was never in flight.
-        phase = Phase.STATEMENT if phase is Phase.COMMIT else phase
+        phase = Phase.STATEMENT if phase in (Phase.COMMIT, Phase.KEYED_COMMIT) else phase
     sqlstate = getattr(orig, "pgcode", None)
     if not isinstance(sqlstate, str):
         sqlstate = None
@@ -69,6 +70,7 @@ def translate(error: BaseException, phase: Phase) -> TaskcoreError:
             )
         transient = TransientError(detail, sqlstate=sqlstate, driver_error=driver)
         transient.backpressure = verdict.kind is Kind.BACKPRESSURE
+        transient.maybe_applied = phase is Phase.KEYED_COMMIT
         return transient
     if verdict.kind is Kind.CONFLICT:
         return ConflictError(detail, sqlstate=sqlstate, driver_error=driver)

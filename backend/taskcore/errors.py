@@ -81,11 +81,18 @@ class ConnectionRejectedError(DatabaseError):
 
 
 class TransientError(DatabaseError):
-    """The work failed before COMMIT was sent, for a reason that may pass; nothing was applied."""
+    """The work failed for a reason that may pass; re-running it whole is safe.
+
+    Nothing was applied, except when ``maybe_applied`` is set (a keyed write whose reply was
+    lost, which a re-run with the same key resolves).
+    """
 
     retryable = True
     #: The server or pooler is shedding load (rate limit, no free slots): back off longer.
     backpressure: bool = False
+    #: A keyed write whose reply was lost: it may have been applied, and re-running it (same
+    #: key) finds out. If the retries give up, the outcome is unknown, not "not applied".
+    maybe_applied: bool = False
 
 
 class ConflictError(TransientError):

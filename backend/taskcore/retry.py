@@ -15,7 +15,13 @@ import tenacity
 from taskcore import events
 from taskcore.budget import RetryBudget
 from taskcore.config import Settings
-from taskcore.errors import ConflictError, DatabaseUnavailableError, TaskcoreError, TransientError
+from taskcore.errors import (
+    CommitOutcomeUnknownError,
+    ConflictError,
+    DatabaseUnavailableError,
+    TaskcoreError,
+    TransientError,
+)
 
 __all__ = ["RetryPolicy", "call_with_retries", "no_retry_waits"]
 
@@ -110,6 +116,15 @@ def call_with_retries(
             elapsed=0.0,
         )
     refused_by_budget = False
+    maybe_applied = False
+
+    def tracked() -> T:
+        nonlocal maybe_applied
+        try:
+            return attempt()
+        except TransientError as exc:
+            maybe_applied = maybe_applied or exc.maybe_applied
+            raise
 
     class _BudgetStop(tenacity.stop.stop_base):
         def __call__(self, state: tenacity.RetryCallState) -> bool:
@@ -134,12 +149,28 @@ def call_with_retries(
         reraise=True,
     )
     try:
-        result = retrying(attempt)
+        result = retrying(tracked)
     except TransientError as exc:
-        if isinstance(exc, ConflictError):
-            raise
-        attempts = int(retrying.statistics.get("attempt_number", 1))
-        elapsed = time.monotonic() - started
+        last = exc
+    else:
+        if budget is not None:
+            budget.record_success()
+        return result
+    # Gave up on a transient failure: say what that means for the caller.
+    attempts = int(retrying.statistics.get("attempt_number", 1))
+    elapsed = time.monotonic() - started
+    error: TaskcoreError
+    if maybe_applied:
+        reason = "unknown"
+        error = CommitOutcomeUnknownError(
+            f"{operation}: a write's reply was lost and the retries that would have resolved "
+            f"it failed; it may or may not have been applied: {last.args[0]}",
+            sqlstate=last.sqlstate,
+            driver_error=last.driver_error,
+        )
+    elif isinstance(last, ConflictError):
+        raise last
+    else:
         reason = (
             "budget"
             if refused_by_budget
@@ -149,30 +180,26 @@ def call_with_retries(
         )
         error = DatabaseUnavailableError(
             f"database unavailable: {operation} gave up ({reason}) after {attempts} "
-            f"attempt(s) in {elapsed:.1f}s; last error: {exc.args[0]}",
+            f"attempt(s) in {elapsed:.1f}s; last error: {last.args[0]}",
             attempts=attempts,
             elapsed=elapsed,
-            sqlstate=exc.sqlstate,
-            driver_error=exc.driver_error,
+            sqlstate=last.sqlstate,
+            driver_error=last.driver_error,
         )
-    else:
-        if budget is not None:
-            budget.record_success()
-        return result
-    events.emit(events.GaveUp(operation, error.attempts, error.elapsed, reason, error.sqlstate))
+    events.emit(events.GaveUp(operation, attempts, elapsed, reason, last.sqlstate))
     _log.warning(
-        "%s: database unavailable after %d attempt(s) in %.1fs (%s)",
+        "%s: gave up after %d attempt(s) in %.1fs (%s)",
         operation,
-        error.attempts,
-        error.elapsed,
+        attempts,
+        elapsed,
         reason,
         extra={
             "taskcore_event": "retry_gave_up",
             "operation": operation,
-            "attempts": error.attempts,
-            "elapsed": error.elapsed,
+            "attempts": attempts,
+            "elapsed": elapsed,
             "reason": reason,
-            "sqlstate": error.sqlstate,
+            "sqlstate": last.sqlstate,
         },
     )
     raise error

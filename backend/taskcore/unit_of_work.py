@@ -185,7 +185,10 @@ class UnitOfWork:
         """Turn a lost COMMIT reply into success, a safe re-run, or an honest 'unknown'."""
         self._close_quietly()  # the connection is dead; resolution uses a fresh one
         policy = RetryPolicy.from_settings(current_settings())
-        outcome = resolve_commit(get_engine(), ticket, policy)
+        try:
+            outcome = resolve_commit(get_engine(), ticket, policy)
+        except TaskcoreError:
+            outcome = Outcome.UNKNOWN  # the server could not be asked
         if outcome is Outcome.COMMITTED:
             return
         if outcome is Outcome.ABORTED:
@@ -306,8 +309,9 @@ class UnitOfWork:
         self._wrote = self._wrote or writes
         # In autocommit mode a write commits as it runs: losing its reply loses the outcome,
         # unless the statement is keyed so that running it again is harmless.
-        in_flight = writes and self._single_statement and not idempotent
-        phase = Phase.COMMIT if in_flight else Phase.STATEMENT
+        phase = Phase.STATEMENT
+        if writes and self._single_statement:
+            phase = Phase.KEYED_COMMIT if idempotent else Phase.COMMIT
         try:
             return guarded(lambda: list(session.scalars(statement, parameters).all()), phase)
         except TaskcoreError as error:

@@ -167,6 +167,7 @@ def test_one_shot_read_is_retried_after_a_cut(proxy: FlakyProxy, pg_db: Any) -> 
     taskcore.create_task(TaskCreate(title="r"), user_id="u")
     proxy.cut_after_statements(1)
     assert [t.title for t in taskcore.get_tasks()] == ["r"]
+    assert proxy.faults_fired == 1
 
 
 @pytest.mark.parametrize("faults", [1, 2, 3])
@@ -175,19 +176,22 @@ def test_one_shot_writes_cut_in_flight_apply_exactly_once(
 ) -> None:
     """Each one-shot write whose reply is lost (even repeatedly) is retried and lands once."""
     task = taskcore.create_task(TaskCreate(title="base"), user_id="u")
+    proxy.reset_stats()
     for _ in range(faults):
-        proxy.cut_after_commit(times=1)
+        proxy.cut_after_reply()
         created = taskcore.create_task(TaskCreate(title="once"), user_id="u")
-        proxy.cut_after_commit(times=1)
+        proxy.cut_after_reply()
         toggled = taskcore.toggle_complete(task.id)
+    assert proxy.faults_fired == 2 * faults  # every reply really was lost
     assert pg_db.scalar("SELECT count(*) FROM tasks WHERE title = 'once'") == faults
     assert created.title == "once"
     assert pg_db.scalar(f"SELECT completed FROM tasks WHERE id = {task.id}") is (faults % 2 == 1)
     assert toggled.completed is (faults % 2 == 1)
-    proxy.cut_after_commit(times=1)
+    proxy.cut_after_reply()
     assert taskcore.update_task(task.id, TaskUpdate(title="renamed")).title == "renamed"
-    proxy.cut_after_commit(times=1)
+    proxy.cut_after_reply()
     assert taskcore.delete_task(task.id) is True  # the first attempt deleted it: still True
+    assert proxy.faults_fired == 2 * faults + 2
     assert pg_db.scalar(f"SELECT count(*) FROM tasks WHERE id = {task.id}") == 0
 
 
@@ -201,3 +205,34 @@ def test_redelivered_create_with_the_same_key_returns_the_first_task(pg_db: Any)
     assert again == first
     assert other_user.id != first.id
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 2
+
+
+def test_lost_reply_then_outage_is_unknown_not_unavailable(proxy: FlakyProxy, pg_db: Any) -> None:
+    """A keyed write whose reply is lost, with no reconnect possible, is 'unknown' (it did land)."""
+    taskcore.configure(database_url=proxy.url(pg_db.url), retry_attempts=3)
+    taskcore.get_tasks()  # one live pooled link; new connections will be refused
+    proxy.refuse_connections()
+    proxy.cut_after_reply()
+    with pytest.raises(taskcore.CommitOutcomeUnknownError) as info:
+        taskcore.create_task(TaskCreate(title="landed"), user_id="u")
+    assert info.value.outcome_known is False
+    assert pg_db.scalar("SELECT count(*) FROM tasks") == 1
+    assert proxy.faults_fired >= 1
+
+
+def test_lost_commit_with_server_unreachable_is_unknown(proxy: FlakyProxy, pg_db: Any) -> None:
+    """If the server cannot be asked about a lost COMMIT, the unit reports 'unknown', not re-run."""
+    taskcore.configure(database_url=proxy.url(pg_db.url), retry_attempts=3)
+    taskcore.get_tasks()
+    proxy.refuse_connections()
+    proxy.cut_after_commit()
+    calls: list[int] = []
+
+    def work(uow: UnitOfWork) -> None:
+        calls.append(1)
+        uow.tasks.create(TaskCreate(title="landed"), user_id="u")
+
+    with pytest.raises(taskcore.CommitOutcomeUnknownError):
+        UnitOfWork.run(work)
+    assert calls == [1]
+    assert pg_db.scalar("SELECT count(*) FROM tasks") == 1

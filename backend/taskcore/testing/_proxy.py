@@ -235,6 +235,8 @@ class FlakyProxy:
         self._refusing = False
         self._refuse_until = 0.0
         self._statement_countdown: int | None = None
+        self._reply_countdown: int | None = None
+        self._p_lose_reply = 0.0
         self._commit_cuts = 0
         self._mid_result_rows: int | None = None
         self._p_reset_per_statement = 0.0
@@ -448,6 +450,19 @@ class FlakyProxy:
             self._statement_countdown = n
             self._fault_event.clear()
 
+    def cut_after_reply(self, n: int = 1) -> None:
+        """Arm: the n-th further statement runs on the server; its reply is withheld.
+
+        Like ``cut_after_commit`` but for any statement: the proxy waits for the server's
+        ReadyForQuery, drops the reply and resets the link. For an autocommit write (one
+        statement, its own transaction) this is a lost reply after the write committed.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n!r}")
+        with self._lock:
+            self._reply_countdown = n
+            self._fault_event.clear()
+
     def cut_after_commit(self, times: int = 1) -> None:
         """Arm: the next ``times`` COMMITs reach the server, whose reply is then withheld.
 
@@ -476,13 +491,16 @@ class FlakyProxy:
         p_cut_after_commit: float = 0.0,
         p_cut_mid_result: float = 0.0,
         p_refuse_connect: float = 0.0,
+        p_lose_reply: float = 0.0,
     ) -> None:
         """Seeded chaos: every statement, COMMIT, result and connection attempt rolls the RNG.
 
         A statement hit is cut like ``cut_after_statements``, a COMMIT hit like
-        ``cut_after_commit``, a result hit is cut just before its first row, and a
-        connection hit is refused. A probability of 0 draws nothing.
+        ``cut_after_commit``, a result hit is cut just before its first row, a connection
+        hit is refused, and a lost-reply hit (any statement that is not COMMIT) is cut like
+        ``cut_after_reply``. A probability of 0 draws nothing.
         """
+        p_reply = _check_probability("p_lose_reply", p_lose_reply)
         p_stmt = _check_probability("p_reset_per_statement", p_reset_per_statement)
         p_commit = _check_probability("p_cut_after_commit", p_cut_after_commit)
         p_result = _check_probability("p_cut_mid_result", p_cut_mid_result)
@@ -492,6 +510,7 @@ class FlakyProxy:
             self._p_cut_after_commit = p_commit
             self._p_cut_mid_result = p_result
             self._p_refuse_connect = p_refuse
+            self._p_lose_reply = p_reply
             self._fault_event.clear()
 
     def clear_faults(self) -> None:
@@ -501,6 +520,8 @@ class FlakyProxy:
             self._refusing = False
             self._refuse_until = 0.0
             self._statement_countdown = None
+            self._reply_countdown = None
+            self._p_lose_reply = 0.0
             self._commit_cuts = 0
             self._mid_result_rows = None
             self._p_reset_per_statement = self._p_cut_after_commit = 0.0
@@ -1012,7 +1033,14 @@ class FlakyProxy:
                 if self._statement_countdown == 0:
                     self._statement_countdown = None
                     return _CUT
-            if is_commit and self._commit_cuts > 0:
+            if self._reply_countdown is not None:
+                self._reply_countdown -= 1
+                if self._reply_countdown == 0:
+                    self._reply_countdown = None
+                    cut_commit = True
+            if cut_commit:
+                pass
+            elif is_commit and self._commit_cuts > 0:
                 self._commit_cuts -= 1
                 cut_commit = True
             elif self._p_reset_per_statement > 0.0 and (
@@ -1021,6 +1049,8 @@ class FlakyProxy:
                 return _CUT
             elif is_commit and self._p_cut_after_commit > 0.0:
                 cut_commit = self._rng.random() < self._p_cut_after_commit
+            elif not is_commit and self._p_lose_reply > 0.0:
+                cut_commit = self._rng.random() < self._p_lose_reply
         if cut_commit:
             link.swallowing = True
         return None
