@@ -129,7 +129,9 @@ def call_with_retries(
     class _BudgetStop(tenacity.stop.stop_base):
         def __call__(self, state: tenacity.RetryCallState) -> bool:
             nonlocal refused_by_budget
-            if budget is None or budget.spend():
+            # A retry that resolves a lost reply is not extra load to shed: it is how the
+            # caller learns whether its write happened (and it is still bounded above).
+            if budget is None or maybe_applied or budget.spend():
                 return False
             refused_by_budget = True
             events.emit(events.BudgetExhausted(operation))

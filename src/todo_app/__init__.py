@@ -1,1 +1,1 @@
-"""Console app for the task store."""
+"""Console app ``todo`` for the task store, built on taskcore's public API only."""

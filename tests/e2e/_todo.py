@@ -1,0 +1,133 @@
+"""Run the `todo` console app as a user does: a new process per command, real files and env.
+
+Every run gets an environment of its own: DATABASE_URL unset (unless a test sets it), the SQLite
+file, HOME and XDG_DATA_HOME inside the test's tmp_path, and the working directory there too (so
+no .env file of the developer's is picked up). What the app stored is checked with the sqlite3
+module on an independent read-only connection, never through taskcore.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Variables of the developer's shell that would change what the app does.
+_SCRUBBED_PREFIXES = ("DATABASE_URL", "TASKCORE_", "TODO_", "XDG_", "COLUMNS", "LINES")
+_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one `todo` process did."""
+
+    args: tuple[str, ...]
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        """The non-empty stderr lines."""
+        return [line for line in self.err.splitlines() if line.strip()]
+
+    def __str__(self) -> str:
+        """Everything, for assertion messages."""
+        command = " ".join(self.args)
+        return f"todo {command} -> {self.code}\n--stdout--\n{self.out}--stderr--\n{self.err}"
+
+
+@dataclass(frozen=True)
+class TodoApp:
+    """Runs `python -m todo_app` with a private home and SQLite file; reads that file directly."""
+
+    home: Path
+    sqlite_path: Path
+    env: Mapping[str, str]
+
+    def command(self) -> list[str]:
+        """The argv prefix that starts the app."""
+        return [sys.executable, "-m", "todo_app"]
+
+    def child_env(self, extra: Mapping[str, str | None] | None = None) -> dict[str, str]:
+        """The child's environment: the base one with ``extra`` applied (None removes a name)."""
+        env = dict(self.env)
+        for name, value in (extra or {}).items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        return env
+
+    def run(self, *args: str, env: Mapping[str, str | None] | None = None) -> Run:
+        """Run `todo ARGS...` to completion in a new process."""
+        done = subprocess.run(
+            [*self.command(), *args],
+            cwd=self.home,
+            env=self.child_env(env),
+            capture_output=True,
+            encoding="utf-8",
+            check=False,
+            timeout=_TIMEOUT_S,
+        )
+        return Run(tuple(args), done.returncode, done.stdout, done.stderr)
+
+    def ok(self, *args: str, env: Mapping[str, str | None] | None = None) -> Run:
+        """Run `todo ARGS...` and insist that it succeeded quietly (nothing on stderr)."""
+        result = self.run(*args, env=env)
+        assert result.code == 0, str(result)
+        assert result.err == "", str(result)
+        return result
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Query the app's SQLite file on an independent read-only connection ([] if no file)."""
+        if not self.sqlite_path.exists():
+            return []
+        uri = f"file:{self.sqlite_path}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
+            has_table = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'tasks'"
+            ).fetchone()[0]
+            if not has_table:
+                return []
+            return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """The process environment minus anything that configures the app, with a private home."""
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(_SCRUBBED_PREFIXES)
+    }
+    env.update(
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"),
+        TASKCORE_SQLITE_PATH=str(home / "db" / "tasks.db"),
+        PYTHONUTF8="1",  # argv and stdio in UTF-8 whatever the runner's locale is
+        TZ="UTC",
+    )
+    return env
+
+
+def added_id(result: Run) -> int:
+    """The id in `todo add`'s output line ``added task <id> [ ] <title>``."""
+    words = result.out.split()
+    assert words[:2] == ["added", "task"], str(result)
+    return int(words[2])
+
+
+def assert_one_error_line(result: Run, code: int, *fragments: str) -> str:
+    """The run failed with ``code`` and exactly one ``todo: error:`` line holding ``fragments``."""
+    assert result.code == code, str(result)
+    assert "Traceback" not in result.err, str(result)
+    assert len(result.err_lines) == 1, str(result)
+    line = result.err_lines[0]
+    assert line.startswith("todo: error: "), str(result)
+    for fragment in fragments:
+        assert fragment in line, str(result)
+    return line
