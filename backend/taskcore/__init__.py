@@ -4,7 +4,7 @@ Importing taskcore reads no settings and opens no connection; both happen on fir
 """
 
 from taskcore import events
-from taskcore.config import Settings, load_settings
+from taskcore.config import Settings, default_sqlite_path, load_settings
 from taskcore.diagnostics import ConnectionReport, check_connection
 from taskcore.engine import configure, dispose
 from taskcore.errors import (
@@ -59,6 +59,7 @@ __all__ = [
     "check_connection",
     "configure",
     "create_task",
+    "default_sqlite_path",
     "delete_task",
     "dispose",
     "events",

@@ -32,6 +32,10 @@ class Verdict:
 
 
 _AUTH = "authentication failed: check the user name and password in DATABASE_URL"
+_OLD_SCHEMA = (
+    "the tasks table was created by an older taskcore and lacks a column; taskcore has no "
+    "migrations: recreate the table (or add the column by hand)"
+)
 _TLS = "the TLS settings do not match the server: check sslmode/channel_binding in DATABASE_URL"
 
 # Message fragments, matched case-insensitively. Connect-time errors carry no SQLSTATE (libpq
@@ -80,6 +84,8 @@ _MESSAGE_RULES: tuple[tuple[str, Kind, str], ...] = (
     ("invalid dsn", Kind.REJECTED, "DATABASE_URL is not a valid connection string"),
     ("invalid integer value", Kind.REJECTED, "DATABASE_URL carries an invalid number"),
     ("unable to open database file", Kind.REJECTED, "the SQLite file cannot be opened or created"),
+    ("no such table", Kind.PERMANENT, "the tasks table does not exist: run taskcore.init_db()"),
+    ("no such column", Kind.PERMANENT, _OLD_SCHEMA),
     # Back-pressure: the Neon proxy's rate limiter, PgBouncer limits, max_connections.
     ("too many connection", Kind.BACKPRESSURE, "the server is limiting new connections"),
     ("failed to acquire permit", Kind.BACKPRESSURE, "the server is limiting new connections"),
@@ -140,6 +146,7 @@ _SQLSTATE_RULES: dict[str, Verdict] = {
     ),
     "25006": Verdict(Kind.PERMANENT, "a write was attempted in a read-only transaction"),
     "42P01": Verdict(Kind.PERMANENT, "the tasks table does not exist: run taskcore.init_db()"),
+    "42703": Verdict(Kind.PERMANENT, _OLD_SCHEMA),
     "42501": Verdict(Kind.PERMANENT, "the database role lacks a privilege for this statement"),
 }
 

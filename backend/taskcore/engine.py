@@ -17,6 +17,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 from taskcore import events
 from taskcore.budget import RetryBudget
 from taskcore.config import Settings, load_settings
+from taskcore.errors import ConfigurationError
 
 __all__ = [
     "configure",
@@ -196,7 +197,19 @@ def _restore_session_defaults(dbapi_connection: Any, record: ConnectionPoolEntry
 def _make_sqlite_engine(settings: Settings, fresh_connections: bool) -> Engine:
     database = settings.url.database
     if database and database != ":memory:":
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        problem: str | None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = exc.strerror or type(exc).__name__
+        else:
+            problem = None
+        if problem is not None:
+            raise ConfigurationError(
+                f"cannot create the folder for the SQLite file ({folder}): {problem}; "
+                "set TASKCORE_SQLITE_PATH or DATABASE_URL"
+            )
     engine = create_engine(
         settings.url,
         hide_parameters=True,

@@ -75,9 +75,24 @@ def get_task(task_id: int, user_id: str | None = None) -> Task | None:
     )
 
 
-def get_tasks(user_id: str | None = None) -> list[Task]:
-    """All tasks of ``user_id`` (all users' when None), ordered by id; one round trip."""
-    return run_unit("get_tasks", lambda uow: uow.tasks.list(user_id=user_id), single_statement=True)
+def get_tasks(
+    user_id: str | None = None,
+    *,
+    completed: bool | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Task]:
+    """Tasks of ``user_id`` (all users' when None), ordered by id; one round trip.
+
+    ``completed`` filters on the flag; ``limit``/``offset`` page through the result.
+    """
+    return run_unit(
+        "get_tasks",
+        lambda uow: uow.tasks.list(
+            user_id=user_id, completed=completed, limit=limit, offset=offset
+        ),
+        single_statement=True,
+    )
 
 
 # The writes below carry a fresh operation key per call (the same one on every retry of that

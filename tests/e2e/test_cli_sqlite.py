@@ -166,17 +166,15 @@ INSERT INTO tasks (title, user_id) VALUES ('written by an older todo', '');
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: init_db() has no migrations; a tasks table from before idempotency_key "
-    "(commit 4ba8123) makes every query fail with an opaque OperationalError",
-)
-def test_store_written_by_an_earlier_version_still_opens(todo: TodoApp) -> None:
-    """A SQLite file created by the previous release (no idempotency_key column) still lists."""
+def test_store_with_an_older_schema_gives_a_clear_error(todo: TodoApp) -> None:
+    """A tasks table lacking a column (taskcore has no migrations) gets one clear error line."""
     todo.sqlite_path.parent.mkdir(parents=True)
     with closing(sqlite3.connect(todo.sqlite_path)) as conn:
         conn.executescript(_SCHEMA_BEFORE_IDEMPOTENCY_KEYS)
-    assert "written by an older todo" in todo.ok("list").out
+    result = todo.run("list")
+    line = assert_one_error_line(result, 3)
+    assert "created by an older taskcore" in line
+    assert "written by an older todo" not in result.out + result.err
 
 
 # -- errors ------------------------------------------------------------------------------------
