@@ -18,6 +18,7 @@ from taskcore.errors import (
     DatabaseError,
     TaskcoreError,
     TransientError,
+    ValidationError,
 )
 
 __all__ = ["Phase", "guarded", "translate"]
@@ -38,6 +39,12 @@ def translate(error: BaseException, phase: Phase) -> TaskcoreError:
     """Map ``error`` to a TaskcoreError carrying no driver text, SQL or parameter values."""
     if isinstance(error, TaskcoreError):
         return error
+    if isinstance(error, ValueError):
+        # psycopg2 refuses NUL and unencodable text before sending (its args hold the value)
+        return ValidationError(
+            "a value could not be sent to the database: it contains a NUL character or text "
+            "that is not valid Unicode"
+        )
     orig: BaseException | None = error
     invalidated = False
     if isinstance(error, sa_exc.DBAPIError):
@@ -81,7 +88,8 @@ def translate(error: BaseException, phase: Phase) -> TaskcoreError:
     return DatabaseError(detail, sqlstate=sqlstate, driver_error=driver)
 
 
-_DRIVER_ERRORS = (sa_exc.SQLAlchemyError, psycopg2.Error, sqlite3.Error)
+# ValueError (UnicodeError included): refused parameter values, raised by the driver unwrapped.
+_DRIVER_ERRORS = (sa_exc.SQLAlchemyError, psycopg2.Error, sqlite3.Error, ValueError)
 
 
 def guarded(fn: Callable[[], T], phase: Phase) -> T:

@@ -24,16 +24,22 @@ def normalize_url(raw: str) -> URL:
     gets ``sslmode=require``: Neon refuses plain connections, and credentials should never
     cross a network in clear text. Error messages never include the URL or its password.
     """
+    # Errors are raised after the except blocks: raised inside, they would keep make_url's
+    # exception as __context__, and its text can hold the password (a URL missing "@host").
+    problem = None
     try:
         url = make_url(raw.strip())
-    except ValueError:
-        # make_url raises ValueError for a non-numeric port; its text would echo the URL part
-        raise ConfigurationError("DATABASE_URL has an invalid port number") from None
+    except ValueError:  # a non-numeric port
+        problem = "DATABASE_URL has an invalid port number"
     except ArgumentError:
-        raise ConfigurationError(
+        problem = (
             "DATABASE_URL is not a valid URL (expected postgresql://user:password@host/dbname "
             "or sqlite:///path/to/file.db)"
-        ) from None
+        )
+    if problem is not None:
+        raise ConfigurationError(problem)
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigurationError("DATABASE_URL has an invalid port number")
     scheme = url.drivername
     if scheme in _SQLITE_SCHEMES:
         return url.set(drivername="sqlite")

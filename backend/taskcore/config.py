@@ -148,10 +148,10 @@ def _parse_number(
     name: str, value: object, parse: type[int] | type[float] | type[bool]
 ) -> int | float:
     try:
-        number = parse(str(value).strip())
+        return parse(str(value).strip())
     except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a number") from None
-    return number
+        pass
+    raise ConfigurationError(f"{name} must be a number")  # outside except: no __context__
 
 
 def _check(s: Settings) -> None:
