@@ -1,8 +1,12 @@
 """Shared fixtures: the PostgreSQL server, per-test databases, and retry waits switched off.
 
-`db` runs a test on SQLite and on PostgreSQL; `pg_db` / `sqlite_db` pin one backend. Each yields
-a handle whose `query`/`scalar` read the database on an independent connection (sqlite3 or
-psycopg2, never taskcore), so assertions do not trust the code under test.
+`db` runs a test on SQLite, on PostgreSQL, and on PostgreSQL through a real PgBouncer in
+transaction pool mode (Neon's pooled endpoint); `pg_db` / `sqlite_db` / `pgbouncer_db` pin one,
+and `server_db` runs a test on PostgreSQL directly and through PgBouncer (no SQLite).
+Each yields a handle whose `query`/`scalar` read the database on an independent connection
+(sqlite3 or psycopg2 straight to the server, never taskcore and never PgBouncer), so assertions
+do not trust the code under test. `pgbouncer` is the session's PgBouncer; tests that need it
+are skipped, saying why, when the `pgbouncer` binary is not installed.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from psycopg2.extensions import connection, cursor
 
 import taskcore
 import taskcore.testing
+from _pgbouncer import MISSING_REASON, PgBouncer, find_pgbouncer, pgbouncer_in_front_of
 from _pgserver import APP_USER, PgTarget, pg_target
 
 _PG_USED: list[PgTarget] = []  # filled when the session fixture starts, for the summary line
+_PGBOUNCER_USED: list[PgBouncer] = []
 _TERMINATE_DEADLINE_S = 15.0
 
 
@@ -37,6 +43,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for target in _PG_USED:
         extra = f", started in {target.startup_seconds:.2f}s" if target.embedded else ""
         terminalreporter.write_line(f"PostgreSQL used: {target.describe()}{extra}")
+    for bouncer in _PGBOUNCER_USED:
+        terminalreporter.write_line(f"PgBouncer used: {bouncer.describe()}")
 
 
 def _one(cur: cursor) -> Any:
@@ -148,12 +156,44 @@ class PostgresDb(Db):
                 cur.execute("TRUNCATE tasks RESTART IDENTITY")
 
 
+class PgBouncerDb(PostgresDb):
+    """The PostgreSQL test database with taskcore going through PgBouncer (transaction mode).
+
+    `kind` stays "postgres" (it is the same server); `query`/`scalar` still read straight from
+    PostgreSQL, so a check never goes through the pooler under test.
+    """
+
+    def __init__(self, pg: PgTarget, bouncer: PgBouncer) -> None:
+        """taskcore uses the app role's URL through `bouncer`; checks use `pg`'s admin DSN."""
+        super().__init__(pg)
+        self.bouncer = bouncer
+        self.url = bouncer.url
+
+    def __repr__(self) -> str:
+        """Name the backend and the pooler only."""
+        return f"<{type(self).__name__} postgres via PgBouncer (transaction pool mode)>"
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgTarget]:
     """The suite's PostgreSQL: TEST_DATABASE_URL's server, else an embedded one started here."""
     with pg_target() as target:
         _PG_USED.append(target)
         yield target
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg: PgTarget) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction pool mode in front of `pg`, for the whole session.
+
+    Skips (with the install hint) every test that needs it when the binary is missing.
+    """
+    binary = find_pgbouncer()
+    if binary is None:
+        pytest.skip(MISSING_REASON)
+    with pgbouncer_in_front_of(pg, binary) as bouncer:
+        _PGBOUNCER_USED.append(bouncer)
+        yield bouncer
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +213,9 @@ def _open_db(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Itera
     handle: Db
     if kind == "sqlite":
         handle = SqliteDb(tmp_path / "tasks.db")
+    elif kind == "pgbouncer":
+        # Looked up lazily so runs without it never start it (and skip when it is missing).
+        handle = PgBouncerDb(request.getfixturevalue("pg"), request.getfixturevalue("pgbouncer"))
     else:
         # Looked up lazily so SQLite-only runs never start a server.
         handle = PostgresDb(request.getfixturevalue("pg"))
@@ -190,10 +233,12 @@ def _open_db(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Itera
     params=[
         pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite"),
         pytest.param("postgres", marks=pytest.mark.postgres, id="postgres"),
+        pytest.param("pgbouncer", marks=pytest.mark.postgres, id="pgbouncer"),
     ]
 )
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    """The test runs twice: on a SQLite file and on the PostgreSQL test database."""
+    """The test runs three times: on a SQLite file, on the PostgreSQL test database, and on it
+    through PgBouncer in transaction pool mode (skipped, saying why, without the binary)."""
     yield from _open_db(request.param, request, tmp_path)
 
 
@@ -201,6 +246,27 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
 def pg_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PostgresDb]:
     """PostgreSQL only, for tests of server behaviour."""
     for handle in _open_db("postgres", request, tmp_path):
+        assert isinstance(handle, PostgresDb)
+        yield handle
+
+
+@pytest.fixture(params=[pytest.param("pgbouncer", marks=pytest.mark.postgres, id="pgbouncer")])
+def pgbouncer_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PgBouncerDb]:
+    """PostgreSQL through PgBouncer in transaction pool mode only."""
+    for handle in _open_db("pgbouncer", request, tmp_path):
+        assert isinstance(handle, PgBouncerDb)
+        yield handle
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres, id="postgres"),
+        pytest.param("pgbouncer", marks=pytest.mark.postgres, id="pgbouncer"),
+    ]
+)
+def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PostgresDb]:
+    """PostgreSQL twice: directly, and through PgBouncer in transaction pool mode (no SQLite)."""
+    for handle in _open_db(request.param, request, tmp_path):
         assert isinstance(handle, PostgresDb)
         yield handle
 

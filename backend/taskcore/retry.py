@@ -129,9 +129,13 @@ def call_with_retries(
     class _BudgetStop(tenacity.stop.stop_base):
         def __call__(self, state: tenacity.RetryCallState) -> bool:
             nonlocal refused_by_budget
-            # A retry that resolves a lost reply is not extra load to shed: it is how the
-            # caller learns whether its write happened (and it is still bounded above).
-            if budget is None or maybe_applied or budget.spend():
+            # The budget sheds load when the database is unreachable. A retry that resolves a
+            # lost reply (how the caller learns whether its write happened) and a conflict
+            # retry (the database is up and answering) are not that; both stay bounded by
+            # the policy's attempts and deadline.
+            if budget is None or maybe_applied or isinstance(_outcome_error(state), ConflictError):
+                return False
+            if budget.spend():
                 return False
             refused_by_budget = True
             events.emit(events.BudgetExhausted(operation))

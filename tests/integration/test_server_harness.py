@@ -43,8 +43,12 @@ def test_wrong_password_is_refused_over_tcp(pg: PgTarget) -> None:
         pytest.skip("this server trusts every password (TEST_DATABASE_URL with trust auth)")
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
         psycopg2.connect(
-            host=pg.host, port=pg.port, dbname=pg.dbname, user=pg.user,
-            password="Wr0ng-" + pg.password, connect_timeout=10,
+            host=pg.host,
+            port=pg.port,
+            dbname=pg.dbname,
+            user=pg.user,
+            password="Wr0ng-" + pg.password,
+            connect_timeout=10,
         )
 
 

@@ -98,3 +98,21 @@ def test_conflicts_exhausted_stay_conflicts() -> None:
 
     with taskcore.testing.no_retry_waits(), pytest.raises(taskcore.ConflictError):
         call_with_retries("op", conflicting, RetryPolicy(attempts=3))
+
+
+def test_conflict_retries_do_not_spend_the_retry_budget() -> None:
+    """Serialization conflicts on a healthy database never push a process into fail-fast."""
+    from taskcore.budget import RetryBudget
+
+    budget = RetryBudget(ratio=0.0, floor=0.0)  # no retry allowed for outages at all
+    calls = []
+
+    def contended() -> str:
+        calls.append(1)
+        if len(calls) < 4:
+            raise taskcore.ConflictError("40001", sqlstate="40001")
+        return "done"
+
+    with taskcore.testing.no_retry_waits():
+        assert call_with_retries("op", contended, RetryPolicy(attempts=5), budget=budget) == "done"
+    assert not budget.exhausted
