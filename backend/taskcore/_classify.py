@@ -86,6 +86,7 @@ _MESSAGE_RULES: tuple[tuple[str, Kind, str], ...] = (
     ("unable to open database file", Kind.REJECTED, "the SQLite file cannot be opened or created"),
     ("no such table", Kind.PERMANENT, "the tasks table does not exist: run taskcore.init_db()"),
     ("no such column", Kind.PERMANENT, _OLD_SCHEMA),
+    ("has no column named", Kind.PERMANENT, _OLD_SCHEMA),
     ("constraint failed", Kind.PERMANENT, "the database refused the change (constraint violation)"),
     # Back-pressure: the Neon proxy's rate limiter, PgBouncer limits, max_connections.
     ("too many connection", Kind.BACKPRESSURE, "the server is limiting new connections"),

@@ -48,6 +48,12 @@ def normalize_url(raw: str) -> URL:
             f"DATABASE_URL scheme {scheme!r} is not supported; use postgresql:// or sqlite:///"
         )
     url = url.set(drivername="postgresql+psycopg2")
+    if "@" in (url.host or ""):
+        # An unescaped "@" in the password splits the URL in the wrong place, and part of the
+        # password would then be shown as the host.
+        raise ConfigurationError(
+            "DATABASE_URL has an '@' in the wrong place: percent-encode '@' in the password as %40"
+        )
     if not url.database:
         raise ConfigurationError("DATABASE_URL names no database (postgresql://.../dbname)")
     sslmode = url.query.get("sslmode")

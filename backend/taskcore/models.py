@@ -50,7 +50,8 @@ def _pg_utcnow(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(utcnow, "sqlite")
 def _sqlite_utcnow(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    # CURRENT_TIMESTAMP has one-second resolution on SQLite; keep microseconds like PostgreSQL
+    # CURRENT_TIMESTAMP has one-second resolution on SQLite; %f gives milliseconds, so two
+    # writes in quick succession still get increasing timestamps
     return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 
 
@@ -260,7 +261,9 @@ def check_idempotency_key(key: object) -> str | None:
 
 
 def check_task_id(task_id: object) -> int:
-    """Validate a task id: an int (not a bool)."""
+    """Validate a task id: an int (not a bool) in the signed 64-bit range both backends bind."""
     if isinstance(task_id, bool) or not isinstance(task_id, int):
         raise ValidationError("task_id must be an integer", fields=("task_id",))
+    if not -(2**63) <= task_id < 2**63:
+        raise ValidationError("task_id is out of range", fields=("task_id",))
     return task_id

@@ -111,7 +111,7 @@ def call_with_retries(
         events.emit(events.GaveUp(operation, 0, 0.0, "budget", None))
         raise DatabaseUnavailableError(
             f"database unavailable: {operation} failed fast; this process spent its retry "
-            "budget and is probing the database about once per second",
+            f"budget and is probing the database every {budget.probe_interval:g}s or so",
             attempts=0,
             elapsed=0.0,
         )

@@ -145,11 +145,10 @@ class UnitOfWork:
         try:
             if self._connected:
                 guarded(session.flush, Phase.STATEMENT)
-                # A read-only transaction has nothing to lose, so a lost COMMIT reply is harmless;
-                # an autocommit statement already committed (or not) when it ran.
-                phase = (
-                    Phase.STATEMENT if self.read_only or self._single_statement else Phase.COMMIT
-                )
+                # Nothing is lost with a read-only COMMIT's reply, an autocommit statement has
+                # already committed (or not), and SQLite has no network to lose a reply on.
+                harmless = self.read_only or self._single_statement or self.dialect_name == "sqlite"
+                phase = Phase.STATEMENT if harmless else Phase.COMMIT
                 ticket = self._take_ticket()
                 try:
                     guarded(session.commit, phase)
@@ -310,7 +309,8 @@ class UnitOfWork:
         # In autocommit mode a write commits as it runs: losing its reply loses the outcome,
         # unless the statement is keyed so that running it again is harmless.
         phase = Phase.STATEMENT
-        if writes and self._single_statement:
+        # SQLite runs in this process: an error there is never a lost reply.
+        if writes and self._single_statement and self.dialect_name != "sqlite":
             phase = Phase.KEYED_COMMIT if idempotent else Phase.COMMIT
         try:
             return guarded(lambda: list(session.scalars(statement, parameters).all()), phase)

@@ -245,3 +245,12 @@ def test_us4_3_invalid_credentials_give_a_clear_error_without_secrets(pg: Any) -
         taskcore.get_tasks()
     assert "authentication failed" in str(info.value)
     assert "wrong-pw" not in repr(info.value) and pg.password not in repr(info.value)
+
+
+@pytest.mark.parametrize("task_id", [2**63, -(2**63) - 1, 2**100])
+def test_out_of_range_ids_are_a_validation_error(db: Any, task_id: int) -> None:
+    """Ids beyond 64 bits are refused with ValidationError on every backend (never OverflowError)."""
+    with pytest.raises(taskcore.ValidationError):
+        taskcore.get_task(task_id)
+    with pytest.raises(taskcore.ValidationError):
+        taskcore.toggle_complete(task_id)

@@ -144,3 +144,10 @@ def test_import_reads_nothing_and_connects_nowhere(tmp_path: Path) -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "config error at first use"
+
+
+def test_unescaped_at_in_password_is_refused_without_showing_it() -> None:
+    """A password with a raw '@' is refused with advice; no part of it appears."""
+    with pytest.raises(taskcore.ConfigurationError, match="%40") as info:
+        load_settings(database_url="postgresql://u:se@cret@db.example.com/app")
+    assert "cret" not in str(info.value)
