@@ -20,7 +20,7 @@ import taskcore
 from taskcore import TaskCreate, UnitOfWork, events
 from taskcore.testing import FlakyProxy
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 PROCESSES = 2
 OPS = int(os.environ.get("CHAOS_OPS", "2000"))  # in total, across processes

@@ -11,7 +11,7 @@ import pytest
 import taskcore
 from taskcore.testing import FlakyProxy
 
-pytestmark = [pytest.mark.postgres, pytest.mark.real_waits]
+pytestmark = [pytest.mark.postgres, pytest.mark.real_waits, pytest.mark.slow]
 
 WORKERS = 8
 OUTAGE = 10.0  # seconds the database refuses connections
