@@ -46,7 +46,7 @@ class CommitTicket:
     backend_pid: int
 
 
-def ticket_statement() -> Select[tuple[str | None, int]]:
+def ticket_statement() -> Select[Any]:
     """One statement returning (xid or NULL when nothing was written, backend pid)."""
     return select(cast(func.pg_current_xact_id_if_assigned(), Text), func.pg_backend_pid())
 

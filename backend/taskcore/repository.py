@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import builtins
 import random
-from collections.abc import Iterable
-from datetime import timedelta
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import (
-    ColumnElement,
-    Executable,
-    delete,
-    exists,
-    insert,
-    literal,
-    not_,
-    select,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col
+from sqlalchemy import Executable, Row
 
+from taskcore import _statements as sql
 from taskcore.errors import ConflictError, NotFoundError, ValidationError
 from taskcore.models import (
     Task,
@@ -30,15 +18,13 @@ from taskcore.models import (
     check_idempotency_key,
     check_task_id,
     check_user_id,
-    task_operations,
-    utcnow,
 )
 
 __all__ = ["StatementRunner", "TaskRepository"]
 
-#: How long operation keys are kept, and how often a write also purges older ones.
-OPERATION_KEY_RETENTION = timedelta(days=1)
-_PURGE_PROBABILITY = 1 / 512
+#: One keyed write in this many also purges operation keys older than a day (same statement).
+_PURGE_ONE_IN = 512
+Parameters = dict[str, Any] | builtins.list[dict[str, Any]]
 
 
 class StatementRunner(Protocol):
@@ -53,11 +39,16 @@ class StatementRunner(Protocol):
     def run_statement(
         self,
         statement: Executable,
+        parameters: Parameters | None = None,
         *,
         writes: bool,
         idempotent: bool = False,
-        parameters: builtins.list[dict[str, Any]] | None = None,
-    ) -> builtins.list[Any]: ...
+    ) -> Sequence[Row[Any]]: ...
+
+
+def _task(row: Row[Any]) -> Task:
+    """A Task from a row of the tasks table (no re-validation: the database is the source)."""
+    return Task(**row._mapping)
 
 
 class TaskRepository:
@@ -66,6 +57,7 @@ class TaskRepository:
     Every method validates its input first (a refused call sends nothing), then costs one
     statement: writes use ``RETURNING`` so no second read is needed. ``user_id=None`` means
     unscoped (admin use); any string, ``""`` included, restricts the operation to that owner.
+    Returned tasks are plain objects, not tied to a session.
     """
 
     def __init__(self, runner: StatementRunner) -> None:
@@ -90,34 +82,19 @@ class TaskRepository:
             "idempotency_key": key,
         }
         if key is None:
-            rows: list[Task] = self._runner.run_statement(
-                insert(Task).values(**values).returning(Task), writes=True
-            )
-            return rows[0]
-        dialect_insert = (
-            postgresql.insert if self._runner.dialect_name == "postgresql" else (sqlite.insert)
-        )
-        statement = (
-            dialect_insert(Task)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
-            .returning(Task)
-        )
-        rows = self._runner.run_statement(statement, writes=True, idempotent=True)
+            return _task(self._runner.run_statement(sql.insert_task(), values, writes=True)[0])
+        upsert = sql.upsert_task(self._runner.dialect_name)
+        rows = self._runner.run_statement(upsert, values, writes=True, idempotent=True)
         if rows:
-            return rows[0]
+            return _task(rows[0])
         existing = self._runner.run_statement(
-            select(Task)
-            .where(col(Task.user_id) == owner, col(Task.idempotency_key) == key)
-            .execution_options(populate_existing=True),
-            writes=False,
+            sql.select_by_key(), {"owner": owner, "v_idempotency_key": key}, writes=False
         )
         if not existing:
             # The conflicting row exists but this transaction's snapshot cannot see it
             # (REPEATABLE READ / SERIALIZABLE): a conflict, safe to re-run whole.
             raise ConflictError("a concurrent create with the same idempotency key")
-        found: Task = existing[0]
-        return found
+        return _task(existing[0])
 
     def create_many(self, items: Iterable[TaskCreate], *, user_id: str) -> builtins.list[Task]:
         """Store many tasks for ``user_id`` in order; one statement per 1,000 rows.
@@ -137,19 +114,14 @@ class TaskRepository:
             return []
         # SQLAlchemy's insertmanyvalues batches this into multi-row INSERT ... RETURNING
         # statements of insertmanyvalues_page_size (1,000) rows, keeping the input order.
-        statement = insert(Task).returning(Task, sort_by_parameter_order=True)
-        created: builtins.list[Task] = self._runner.run_statement(
-            statement, writes=True, parameters=rows
-        )
-        return created
+        created = self._runner.run_statement(sql.insert_task(), rows, writes=True)
+        return [_task(row) for row in created]
 
     def get(self, task_id: int, *, user_id: str | None = None) -> Task | None:
         """The task, or None when it does not exist or belongs to another user."""
-        statement = select(Task).where(*_matching(task_id, user_id))
-        rows: list[Task] = self._runner.run_statement(
-            statement.execution_options(populate_existing=True), writes=False
-        )
-        return rows[0] if rows else None
+        params = _target(task_id, user_id)
+        rows = self._runner.run_statement(sql.select_one("owner" in params), params, writes=False)
+        return _task(rows[0]) if rows else None
 
     def list(
         self,
@@ -161,27 +133,27 @@ class TaskRepository:
     ) -> builtins.list[Task]:
         """Tasks ordered by id, optionally for one owner and completion state, paginated."""
         owner = check_user_id(user_id, required=False)
-        statement = select(Task).order_by(col(Task.id))
+        params: dict[str, Any] = {}
         if owner is not None:
-            statement = statement.where(col(Task.user_id) == owner)
+            params["owner"] = owner
         if completed is not None:
             if not isinstance(completed, bool):
                 raise ValidationError(
                     "completed must be true, false or None", fields=("completed",)
                 )
-            statement = statement.where(col(Task.completed) == completed)
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-                raise ValidationError("limit must be a non-negative integer", fields=("limit",))
-            statement = statement.limit(limit)
+            params["completed"] = completed
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ValidationError("limit must be a non-negative integer", fields=("limit",))
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValidationError("offset must be a non-negative integer", fields=("offset",))
-        if offset:
-            statement = statement.offset(offset)
-        rows: builtins.list[Task] = self._runner.run_statement(
-            statement.execution_options(populate_existing=True), writes=False
-        )
-        return rows
+        paged = limit is not None or offset > 0
+        if paged:
+            params["limit"] = limit  # LIMIT NULL means no limit
+            params["offset"] = offset
+        statement = sql.select_list(owner is not None, completed is not None, paged)
+        return [_task(row) for row in self._runner.run_statement(statement, params, writes=False)]
 
     def update(self, task_id: int, data: TaskUpdate, *, user_id: str | None = None) -> Task:
         """Change the fields set in ``data``; raise NotFoundError if there is no such task.
@@ -191,94 +163,65 @@ class TaskRepository:
         """
         if not isinstance(data, TaskUpdate):
             raise ValidationError("update() takes a TaskUpdate", fields=("data",))
-        where = _matching(task_id, user_id)
-        values = data.validated().changes()
-        return self._write_one(task_id, update(Task).values(**values), where)
+        params = _target(task_id, user_id)
+        changes = data.validated().changes()
+        params.update({f"v_{name}": value for name, value in changes.items()})
+        return self._write_one(task_id, params, frozenset(changes), toggle=False)
 
     def toggle_complete(self, task_id: int, *, user_id: str | None = None) -> Task:
         """Flip ``completed`` atomically in SQL (no read-modify-write race)."""
-        where = _matching(task_id, user_id)
-        statement = update(Task).values(completed=not_(col(Task.completed)))
-        return self._write_one(task_id, statement, where)
+        return self._write_one(task_id, _target(task_id, user_id), frozenset(), toggle=True)
 
     def delete(self, task_id: int, *, user_id: str | None = None) -> bool:
         """Delete the task; True if it existed (and belonged to ``user_id``), else False."""
-        where = _matching(task_id, user_id)
-        statement, key = self._keyed(delete(Task), where)
-        deleted = self._runner.run_statement(
-            statement.returning(col(Task.id)).execution_options(synchronize_session=False),
-            writes=True,
-            idempotent=key is not None,
-        )
-        if deleted:
+        params = _target(task_id, user_id)
+        key = self._key(params)
+        statement = sql.delete_one("owner" in params, key is not None, _purge(key))
+        if self._runner.run_statement(statement, params, writes=True, idempotent=key is not None):
             return True
         if key is None:
             return False
         # Nothing deleted now: did an earlier attempt of this same call delete it?
-        return bool(
-            self._runner.run_statement(
-                select(exists().where(task_operations.c.key == key)), writes=False
-            )[0]
-        )
+        recorded = self._runner.run_statement(sql.key_recorded(), params, writes=False)
+        return bool(recorded[0][0])
 
-    def _write_one(self, task_id: int, statement: Any, where: builtins.list[Any]) -> Task:
+    def _write_one(
+        self, task_id: int, params: dict[str, Any], fields: frozenset[str], *, toggle: bool
+    ) -> Task:
         """Run an UPDATE of one task returning it; NotFoundError when it matched nothing."""
-        statement, key = self._keyed(statement.values(updated_at=utcnow()), where)
-        rows: builtins.list[Task] = self._runner.run_statement(
-            statement.returning(Task).execution_options(
-                synchronize_session=False, populate_existing=True
-            ),
-            writes=True,
-            idempotent=key is not None,
+        key = self._key(params)
+        scoped = "owner" in params
+        statement = sql.update_one(fields, toggle, scoped, key is not None, _purge(key))
+        rows = self._runner.run_statement(
+            statement, params, writes=True, idempotent=key is not None
         )
         if rows:
-            return rows[0]
+            return _task(rows[0])
         if key is not None:
             # Nothing updated now: if an earlier attempt of this same call applied the write
             # (its key is recorded), the call succeeded; return the task as it is now.
-            applied = self._runner.run_statement(
-                select(Task)
-                .where(*where, exists().where(task_operations.c.key == key))
-                .execution_options(populate_existing=True),
-                writes=False,
-            )
+            applied = self._runner.run_statement(sql.select_applied(scoped), params, writes=False)
             if applied:
-                found: Task = applied[0]
-                return found
+                return _task(applied[0])
         raise NotFoundError(task_id)
 
-    def _keyed(self, statement: Any, where: builtins.list[Any]) -> tuple[Any, str | None]:
-        """Add WHERE clauses, and on PostgreSQL record the runner's operation key atomically.
-
-        The key is inserted only if the task matches, in a CTE of the same statement, and the
-        write runs only if the key was new: re-running the statement after a lost reply can
-        never apply the write twice, and a recorded key proves the write committed.
-        """
+    def _key(self, params: dict[str, Any]) -> str | None:
+        """The runner's operation key, bound into ``params`` (PostgreSQL only)."""
         key = self._runner.operation_key
         if key is None or self._runner.dialect_name != "postgresql":
-            return statement.where(*where), None
-        op = (
-            postgresql.insert(task_operations)
-            .from_select(["key"], select(literal(key)).where(exists().where(*where)))
-            .on_conflict_do_nothing()
-            .returning(task_operations.c.key)
-            .cte("op")
-        )
-        statement = statement.where(*where, exists(select(op.c.key))).add_cte(op)
-        if random.random() < _PURGE_PROBABILITY:
-            purge = (
-                delete(task_operations)
-                .where(task_operations.c.created_at < utcnow() - OPERATION_KEY_RETENTION)
-                .cte("purge")
-            )
-            statement = statement.add_cte(purge)
-        return statement, key
+            return None
+        params["op_key"] = key
+        return key
 
 
-def _matching(task_id: int, user_id: str | None) -> builtins.list[ColumnElement[bool]]:
-    """WHERE clauses selecting one task, scoped to its owner when ``user_id`` is given."""
-    clauses = [col(Task.id) == check_task_id(task_id)]
+def _purge(key: str | None) -> bool:
+    return key is not None and random.randrange(_PURGE_ONE_IN) == 0
+
+
+def _target(task_id: int, user_id: str | None) -> dict[str, Any]:
+    """Bound parameters selecting one task, scoped to its owner when ``user_id`` is given."""
+    params: dict[str, Any] = {"task_id": check_task_id(task_id)}
     owner = check_user_id(user_id, required=False)
     if owner is not None:
-        clauses.append(col(Task.user_id) == owner)
-    return clauses
+        params["owner"] = owner
+    return params

@@ -126,6 +126,28 @@ def call_with_retries(
             maybe_applied = maybe_applied or exc.maybe_applied
             raise
 
+    # Fast path: almost every call succeeds first time, so tenacity's machinery is only built
+    # once an attempt has failed with a retryable error (which it then replays as attempt 1).
+    first_failure: TaskcoreError | None = None
+    try:
+        result = tracked()
+    except TaskcoreError as exc:
+        if not exc.retryable:
+            raise
+        first_failure = exc
+    else:
+        if budget is not None:
+            budget.record_success()
+        return result
+    replayed = False
+
+    def replay_then_attempt() -> T:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            raise first_failure
+        return tracked()
+
     class _BudgetStop(tenacity.stop.stop_base):
         def __call__(self, state: tenacity.RetryCallState) -> bool:
             nonlocal refused_by_budget
@@ -155,7 +177,7 @@ def call_with_retries(
         reraise=True,
     )
     try:
-        result = retrying(tracked)
+        result = retrying(replay_then_attempt)
     except TransientError as exc:
         last = exc
     else:

@@ -1,4 +1,4 @@
-"""The unit of work: one session, one transaction, an explicit lifecycle, whole-unit retries."""
+"""The unit of work: one connection, one transaction, an explicit lifecycle, whole-unit retries."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from sqlalchemy import Executable, func, select
+from sqlalchemy import Connection, Engine, Executable, RootTransaction, Row, func, select
 from sqlmodel import Session
 
 from taskcore import events
@@ -72,27 +72,28 @@ class UnitOfWork:
             raise UsageError(f"isolation must be one of {sorted(_ISOLATIONS)}")
         if statement_timeout is not None and not 0 < statement_timeout < 2**31 / 1000:
             raise UsageError("statement_timeout must be a positive number of seconds")
-        #: Seconds any one statement may run (PostgreSQL; SET LOCAL, so pooler-safe).
-        self.statement_timeout = statement_timeout
-        self._operation = _operation
-        self._attempt = _attempt
-        self._started = 0.0
         self.read_only = read_only
         self.isolation = isolation
+        #: Seconds any one statement may run (PostgreSQL; SET LOCAL, so pooler-safe).
+        self.statement_timeout = statement_timeout
         self.status = Status.NEW
+        #: For one-shot writes: recorded with the write so a re-run cannot apply it twice.
+        self.operation_key = _operation_key
+        self.dialect_name = ""
         # Internal: one-shot operations run one autocommit statement (1 round trip, no BEGIN).
         self._single_statement = _single_statement
         self._retry_connect = _retry_connect
+        self._operation = _operation
+        self._attempt = _attempt
+        self._engine: Engine | None = None
+        self._connection: Connection | None = None
+        self._transaction: RootTransaction | None = None
         self._session: Session | None = None
-        self._connected = False
-        self._statements = 0
         self._failure: TaskcoreError | None = None
         self._callbacks: list[Callable[[], object]] = []
         self._tasks: TaskRepository | None = None
         self._wrote = False
-        #: For one-shot writes: recorded with the write so a re-run cannot apply it twice.
-        self.operation_key = _operation_key
-        self.dialect_name = ""
+        self._started = 0.0
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
@@ -103,9 +104,8 @@ class UnitOfWork:
     def __enter__(self) -> Self:
         if self.status is not Status.NEW:
             raise UsageError(f"a unit of work is used once; this one is {self.status.value}")
-        engine = get_engine()
-        self._session = Session(engine, expire_on_commit=False, autoflush=False)
-        self.dialect_name = engine.dialect.name
+        self._engine = get_engine()
+        self.dialect_name = self._engine.dialect.name
         self._started = time.monotonic()
         self.status = Status.ACTIVE
         return self
@@ -141,17 +141,17 @@ class UnitOfWork:
         )
 
     def _commit(self) -> None:
-        session = self._require_session()
         try:
-            if self._connected:
-                guarded(session.flush, Phase.STATEMENT)
+            if self._transaction is not None:
+                if self._session is not None:
+                    guarded(self._session.flush, Phase.STATEMENT)
                 # Nothing is lost with a read-only COMMIT's reply, an autocommit statement has
                 # already committed (or not), and SQLite has no network to lose a reply on.
                 harmless = self.read_only or self._single_statement or self.dialect_name == "sqlite"
                 phase = Phase.STATEMENT if harmless else Phase.COMMIT
                 ticket = self._take_ticket()
                 try:
-                    guarded(session.commit, phase)
+                    guarded(self._transaction.commit, phase)
                 except CommitOutcomeUnknownError:
                     if ticket is None:
                         raise
@@ -165,19 +165,18 @@ class UnitOfWork:
 
     def _take_ticket(self) -> CommitTicket | None:
         """Record the transaction id before COMMIT, when a lost reply would need resolving."""
-        session = self._require_session()
-        server_version = session.get_bind().dialect.server_version_info or (0,)
+        connection = self._connection
+        if connection is None or not self._wrote or self.read_only or self._single_statement:
+            return None
+        server_version = connection.dialect.server_version_info or (0,)
         if (
-            not self._wrote
-            or self.read_only
-            or self._single_statement
-            or self.dialect_name != "postgresql"
+            self.dialect_name != "postgresql"
             or server_version < (13,)  # pg_current_xact_id() / pg_xact_status() arrived in 13
             or not current_settings().commit_protection
         ):
             return None
-        row = guarded(lambda: session.execute(ticket_statement()).one(), Phase.STATEMENT)
-        xid, pid = row
+        row = guarded(lambda: connection.execute(ticket_statement()).one(), Phase.STATEMENT)
+        xid, pid = row[0], row[1]
         return None if xid is None else CommitTicket(xid=str(xid), backend_pid=int(pid))
 
     def _resolve(self, ticket: CommitTicket) -> None:
@@ -202,9 +201,12 @@ class UnitOfWork:
 
     def _rollback_quietly(self) -> None:
         """Roll back; a failure here is logged and never hides the exception already leaving."""
-        session = self._require_session()
+        self._require_active()
         try:
-            session.rollback()
+            if self._session is not None:
+                self._session.rollback()
+            if self._transaction is not None:
+                self._transaction.rollback()
         except Exception as exc:  # noqa: BLE001 - the original error matters more
             _log.warning(
                 "error ignored in rollback (%s); the server rolls back a transaction whose "
@@ -216,11 +218,15 @@ class UnitOfWork:
         self._close_quietly()
 
     def _close_quietly(self) -> None:
-        if self._session is None:
-            return
+        """Give the connection back to the pool (a dead one is discarded)."""
         session, self._session = self._session, None
+        connection, self._connection = self._connection, None
+        self._transaction = None
         try:
-            session.close()
+            if session is not None:
+                session.close()
+            if connection is not None:
+                connection.close()
         except Exception as exc:  # noqa: BLE001 - closing must not mask the outcome
             _log.warning(
                 "error ignored in close (%s)",
@@ -238,18 +244,27 @@ class UnitOfWork:
     @property
     def tasks(self) -> TaskRepository:
         """The task repository bound to this unit of work."""
-        self._require_session()
+        self._require_active()
         if self._tasks is None:
             self._tasks = TaskRepository(self)
         return self._tasks
 
     @property
     def session(self) -> Session:
-        """The underlying SQLModel session (errors raised through it are not translated)."""
-        session = self._require_session()
-        self._connect()
+        """A SQLModel session inside this unit's transaction, for ORM use.
+
+        It joins the unit's transaction (its commit does not end it) and is flushed before
+        the unit's own statements and COMMIT. Errors raised through it are not translated:
+        use :meth:`run_statement` for taskcore's error handling.
+        """
+        self._require_active()
+        if self._single_statement:
+            raise UsageError("a one-shot operation has no session")
+        connection = self._connect()
         self._wrote = True  # whatever the caller does through the session may write
-        return session
+        if self._session is None:
+            self._session = Session(bind=connection, expire_on_commit=False)
+        return self._session
 
     def on_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after a successful COMMIT (in order; never after a rollback).
@@ -257,21 +272,23 @@ class UnitOfWork:
         If a callback raises, the work is already committed: the exception propagates and the
         remaining callbacks are skipped.
         """
-        self._require_session()
+        self._require_active()
         self._callbacks.append(callback)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested block: an exception inside rolls back only that block's changes, then
         propagates; catch it outside the ``with`` to carry on with the rest of the unit."""
-        session = self._require_session()
+        self._require_active()
         if self._single_statement:
             raise UsageError("savepoints need a transaction")
-        self._connect()
-        nested = guarded(session.begin_nested, Phase.STATEMENT)
+        connection = self._connect()
+        self._flush_session()
+        nested = guarded(connection.begin_nested, Phase.STATEMENT)
         failure_before = self._failure
         try:
             yield
+            self._flush_session()
         except BaseException:
             if nested.is_active:
                 try:
@@ -280,85 +297,97 @@ class UnitOfWork:
                     self._failure = self._failure or rollback_error
                 else:
                     self._failure = failure_before  # the savepoint undid the failed statement
+                    if self._session is not None:
+                        self._session.expire_all()  # objects may hold undone changes
             raise
         guarded(nested.commit, Phase.STATEMENT)
+
+    def _flush_session(self) -> None:
+        if self._session is not None:
+            guarded(self._session.flush, Phase.STATEMENT)
 
     # -- running statements (the repository's StatementRunner) -------------------------------
 
     def run_statement(
         self,
         statement: Executable,
+        parameters: dict[str, Any] | list[dict[str, Any]] | None = None,
         *,
         writes: bool,
         idempotent: bool = False,
-        parameters: list[dict[str, Any]] | None = None,
-    ) -> list[Any]:
-        """Run one statement (executemany with ``parameters``) and return its scalar results.
+    ) -> Sequence[Row[Any]]:
+        """Run one SQLAlchemy Core statement in this unit of work; return its rows.
 
+        Errors come out as taskcore errors. A list of ``parameters`` runs it as executemany.
         ``idempotent`` says re-running the statement after a lost reply cannot apply it twice
         (it carries an operation or idempotency key), so a one-shot may retry it.
         """
-        session = self._require_session()
+        self._require_active()
         if writes and self.read_only:
             raise UsageError("this unit of work is read-only")
         if self._failure is not None:
             raise UsageError("an earlier statement in this unit of work failed; it must roll back")
-        self._connect()
-        self._statements += 1
+        connection = self._connect()
+        self._flush_session()
         self._wrote = self._wrote or writes
         # In autocommit mode a write commits as it runs: losing its reply loses the outcome,
-        # unless the statement is keyed so that running it again is harmless.
+        # unless the statement is keyed so that running it again is harmless. SQLite runs in
+        # this process: an error there is never a lost reply.
         phase = Phase.STATEMENT
-        # SQLite runs in this process: an error there is never a lost reply.
         if writes and self._single_statement and self.dialect_name != "sqlite":
             phase = Phase.KEYED_COMMIT if idempotent else Phase.COMMIT
         try:
-            return guarded(lambda: list(session.scalars(statement, parameters).all()), phase)
+            return guarded(lambda: connection.execute(statement, parameters).all(), phase)
         except TaskcoreError as error:
             self._failure = error
             raise
 
-    def _connect(self) -> None:
-        """Check out a connection and set the transaction mode (client-side: no round trip)."""
-        if self._connected:
-            return
-        session = self._require_session()
+    def _connect(self) -> Connection:
+        """Check out a connection and begin (mode changes are client-side: no round trip)."""
+        if self._connection is not None:
+            return self._connection
+        engine = self._engine
+        assert engine is not None  # set on entry; _require_active ran before
 
         def checkout() -> None:
-            dbapi = session.connection().connection.dbapi_connection
-            if dbapi is not None and session.get_bind().dialect.name == "postgresql":
-                if self._single_statement:
-                    dbapi.autocommit = True
-                else:
-                    dbapi.set_session(
-                        isolation_level=_ISOLATIONS.get(self.isolation or "", "DEFAULT"),
-                        readonly=self.read_only or "DEFAULT",
+            connection = engine.connect()
+            try:
+                dbapi = connection.connection.dbapi_connection
+                if dbapi is not None and self.dialect_name == "postgresql":
+                    if self._single_statement:
+                        dbapi.autocommit = True
+                    else:
+                        dbapi.set_session(
+                            isolation_level=_ISOLATIONS.get(self.isolation or "", "DEFAULT"),
+                            readonly=self.read_only or "DEFAULT",
+                        )
+                transaction = connection.begin()
+                if self.statement_timeout is not None and self.dialect_name == "postgresql":
+                    # set_config(..., is_local => true) is SET LOCAL: it ends with the
+                    # transaction, so it is safe behind PgBouncer's transaction pooling.
+                    milliseconds = str(round(self.statement_timeout * 1000))
+                    connection.execute(
+                        select(func.set_config("statement_timeout", milliseconds, True))
                     )
-                    if self.statement_timeout is not None:
-                        # set_config(..., is_local => true) is SET LOCAL: it ends with the
-                        # transaction, so it is safe behind PgBouncer's transaction pooling.
-                        milliseconds = str(round(self.statement_timeout * 1000))
-                        local = func.set_config("statement_timeout", milliseconds, True)
-                        session.execute(select(local))
+            except BaseException:
+                connection.close()
+                raise
+            self._connection, self._transaction = connection, transaction
 
         def attempt() -> None:
-            try:
-                guarded(checkout, Phase.CONNECT)
-            except TaskcoreError:
-                session.close()  # drop the failed checkout so the next attempt starts clean
-                raise
+            guarded(checkout, Phase.CONNECT)
 
         if self._retry_connect:
             policy = RetryPolicy.from_settings(current_settings())
             call_with_retries("connect", attempt, policy, budget=current_budget())
         else:
             attempt()
-        self._connected = True
+        assert self._connection is not None
+        return self._connection
 
-    def _require_session(self) -> Session:
-        if self.status is not Status.ACTIVE or self._session is None:
+    def _require_active(self) -> None:
+        if self.status is not Status.ACTIVE:
             raise UsageError(f"the unit of work is {self.status.value}, not active")
-        return self._session
 
     # -- re-running a whole unit -------------------------------------------------------------
 
