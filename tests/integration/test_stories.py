@@ -254,3 +254,30 @@ def test_out_of_range_ids_are_a_validation_error(db: Any, task_id: int) -> None:
         taskcore.get_task(task_id)
     with pytest.raises(taskcore.ValidationError):
         taskcore.toggle_complete(task_id)
+
+
+def test_returned_tasks_behave_like_constructed_ones(db: Any) -> None:
+    """Tasks read back compare, dump, pickle and edit like tasks built with Task(**fields)."""
+    import pickle
+
+    task = taskcore.get_task(taskcore.create_task(TaskCreate(title="t"), user_id="u").id)
+    assert task is not None
+    rebuilt = taskcore.Task(**task.model_dump())
+    assert task == rebuilt
+    assert task.model_dump(exclude_unset=True) == rebuilt.model_dump(exclude_unset=True)
+    assert pickle.loads(pickle.dumps(task)) == task  # noqa: S301 - our own bytes
+    task.title = "edited locally"
+    assert task.model_dump()["title"] == "edited locally"
+
+
+def test_tasks_work_in_a_fresh_process_that_never_used_the_orm(db: Any) -> None:
+    """A process whose first taskcore call returns a task can read its attributes."""
+    code = (
+        "import sys, taskcore\n"
+        "taskcore.configure(database_url=sys.argv[1])\n"
+        "print(taskcore.create_task(taskcore.TaskCreate(title='fresh'), user_id='u').title)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, db.url], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "fresh"
