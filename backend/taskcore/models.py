@@ -135,6 +135,9 @@ class _Input(SQLModel):
     """Base of input models: pydantic's errors (which echo the input) become our ValidationError."""
 
     model_config = SQLModel.model_config | {"extra": "forbid", "strict": True}
+    #: True while the fields are as validation left them (False after model_construct or an
+    #: assignment), so the repository re-validates only what may be invalid.
+    _checked: bool = pydantic.PrivateAttr(default=False)
 
     def __init__(self, **data: Any) -> None:
         error = None
@@ -144,9 +147,20 @@ class _Input(SQLModel):
             error = _validation_error(exc)
         if error is not None:
             raise error  # raised outside the except block: no __context__ holding the input
+        self._checked = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if not name.startswith("_"):
+            self._checked = False  # assignments are not validated: check again before use
 
     def validated(self) -> Self:
-        """A re-validated copy: catches instances built with ``model_construct`` or mutated."""
+        """This instance if it is known valid, else a re-validated copy (which may raise).
+
+        Catches instances built with ``model_construct`` or changed after construction.
+        """
+        if self._checked:
+            return self
         return type(self).model_validate(self.model_dump(exclude_unset=True))
 
     @classmethod
@@ -154,9 +168,12 @@ class _Input(SQLModel):
         """Validate like the constructor, raising taskcore's ValidationError."""
         error = None
         try:
-            return super().model_validate(obj, *args, **kwargs)
+            instance = super().model_validate(obj, *args, **kwargs)
         except pydantic.ValidationError as exc:
             error = _validation_error(exc)
+        else:
+            instance._checked = True
+            return instance
         raise error
 
 

@@ -72,3 +72,16 @@ def test_model_validate_raises_our_error_too() -> None:
     """model_validate follows the same contract as the constructor."""
     with pytest.raises(taskcore.ValidationError):
         TaskCreate.model_validate({"title": ""})
+
+
+def test_invalid_values_slipped_in_after_construction_are_caught() -> None:
+    """validated() re-checks instances changed after construction or built unvalidated."""
+    data = TaskCreate(title="ok")
+    assert data.validated() is data  # known valid: no second validation
+    data.title = "x" * 201
+    with pytest.raises(taskcore.ValidationError):
+        data.validated()
+    with pytest.raises(taskcore.ValidationError):
+        TaskCreate.model_construct(title="").validated()
+    with pytest.raises(taskcore.ValidationError):
+        TaskUpdate.model_construct(title=None).validated()
