@@ -247,34 +247,31 @@ class TaskUpdate(_Input):
         return values
 
 
+def _check_argument(value: object, field: str, *, min_length: int, max_length: int) -> str:
+    """A text argument given outside the input models, with the same rules and errors."""
+    error = None
+    if not isinstance(value, str):
+        error = ValidationError(f"{field} must be a string", fields=(field,))
+    else:
+        try:
+            return _check_text(value, field, min_length=min_length, max_length=max_length)
+        except ValueError as exc:
+            error = ValidationError(f"invalid task: {exc}", fields=(field,))
+    raise error  # outside the except block: no __context__
+
+
 def check_user_id(user_id: object, *, required: bool) -> str | None:
     """Validate an owner id: any string up to 255 characters ("" allowed); None when optional."""
     if user_id is None and not required:
         return None
-    error = None
-    if not isinstance(user_id, str):
-        error = ValidationError("user_id must be a string", fields=("user_id",))
-    else:
-        try:
-            return _check_text(user_id, "user_id", min_length=0, max_length=USER_ID_MAX)
-        except ValueError as exc:
-            error = ValidationError(f"invalid task: {exc}", fields=("user_id",))
-    raise error
+    return _check_argument(user_id, "user_id", min_length=0, max_length=USER_ID_MAX)
 
 
 def check_idempotency_key(key: object) -> str | None:
     """Validate an idempotency key: None, or 1-200 characters of text."""
     if key is None:
         return None
-    error = None
-    if not isinstance(key, str):
-        error = ValidationError("idempotency_key must be a string", fields=("idempotency_key",))
-    else:
-        try:
-            return _check_text(key, "idempotency_key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
-        except ValueError as exc:
-            error = ValidationError(f"invalid task: {exc}", fields=("idempotency_key",))
-    raise error
+    return _check_argument(key, "idempotency_key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
 
 
 def check_task_id(task_id: object) -> int:

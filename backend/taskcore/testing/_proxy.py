@@ -77,15 +77,9 @@ class ProxyStats:
     """Faults fired: links cut or reset, connections refused."""
 
 
-@dataclasses.dataclass(slots=True)
-class _Counters:
-    connections: int = 0
-    round_trips: int = 0
-    statements: int = 0
-    commits: int = 0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    faults: int = 0
+def _new_counters() -> dict[str, int]:
+    """Mutable counters with exactly ProxyStats' fields (snapshotted into one)."""
+    return dict.fromkeys((f.name for f in dataclasses.fields(ProxyStats)), 0)
 
 
 class _Parser:
@@ -227,7 +221,7 @@ class FlakyProxy:
         self._rng = random.Random(seed)
         self._jitter_rng = random.Random(self._rng.getrandbits(64))
         self._fault_event = threading.Event()
-        self._counters = _Counters()
+        self._counters = _new_counters()
 
         # Fault configuration, guarded by _lock.
         self._one_way = 0.0
@@ -532,7 +526,7 @@ class FlakyProxy:
     def faults_fired(self) -> int:
         """Faults fired since start() or the last reset_stats() (same as ``stats.faults``)."""
         with self._lock:
-            return self._counters.faults
+            return self._counters["faults"]
 
     def wait_for_fault(self, timeout: float) -> bool:
         """Wait until a fault fires; True if one fired since the last arming call.
@@ -546,12 +540,12 @@ class FlakyProxy:
     def stats(self) -> ProxyStats:
         """A consistent snapshot of the counters."""
         with self._lock:
-            return ProxyStats(**dataclasses.asdict(self._counters))
+            return ProxyStats(**self._counters)
 
     def reset_stats(self) -> None:
         """Zero every counter."""
         with self._lock:
-            self._counters = _Counters()
+            self._counters = _new_counters()
 
     # ------------------------------------------------------------------ thread plumbing
 
@@ -680,7 +674,7 @@ class FlakyProxy:
                 self._fault_fired()
                 continue
             with self._lock:
-                self._counters.connections += 1
+                self._counters["connections"] += 1
             # The client socket stands in for the upstream one until _connect_upstream
             # has created it; nothing uses link.server before then.
             self._connect_upstream(_Link(client, client), 0)
@@ -779,7 +773,7 @@ class FlakyProxy:
 
     def _fault_fired(self) -> None:
         with self._lock:
-            self._counters.faults += 1
+            self._counters["faults"] += 1
         self._fault_event.set()
 
     def _reset_links(self) -> None:
@@ -843,9 +837,9 @@ class FlakyProxy:
                 pipe.backlog -= sent
                 with self._lock:
                     if upstream:
-                        self._counters.bytes_up += sent
+                        self._counters["bytes_up"] += sent
                     else:
-                        self._counters.bytes_down += sent
+                        self._counters["bytes_down"] += sent
                 if pipe.out:
                     return
             if pipe.action is not None:
@@ -1016,7 +1010,7 @@ class FlakyProxy:
                 return self._statement(link, message[5:])
         elif p.kind == _SYNC and link.ready:
             with self._lock:
-                self._counters.round_trips += 1
+                self._counters["round_trips"] += 1
         return None
 
     def _statement(self, link: _Link, text: bytes) -> str | None:
@@ -1024,10 +1018,10 @@ class FlakyProxy:
         cut_commit = False
         with self._lock:
             c = self._counters
-            c.round_trips += 1
-            c.statements += 1
+            c["round_trips"] += 1
+            c["statements"] += 1
             if is_commit:
-                c.commits += 1
+                c["commits"] += 1
             if self._statement_countdown is not None:
                 self._statement_countdown -= 1
                 if self._statement_countdown == 0:
