@@ -92,8 +92,12 @@ class PgBouncer:
         if not what.replace("_", "").isalpha():
             raise ValueError(f"not a SHOW target: {what!r}")
         conn = psycopg2.connect(
-            host=self.host, port=self.port, user=self.user, password=self.password,
-            dbname="pgbouncer", connect_timeout=5,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname="pgbouncer",
+            connect_timeout=5,
         )
         conn.autocommit = True  # the admin console has no transactions
         with closing(conn), conn.cursor() as cur:
@@ -208,7 +212,11 @@ class PgBouncerServer:
 
     def _version(self) -> str:
         out = subprocess.run(
-            [self.binary, "--version"], capture_output=True, text=True, check=True, timeout=10,
+            [self.binary, "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
             stdin=subprocess.DEVNULL,
         )
         return out.stdout.splitlines()[0].strip() if out.stdout else "PgBouncer (version unknown)"
@@ -257,8 +265,13 @@ class PgBouncerServer:
         self.log.unlink(missing_ok=True)
         proc = subprocess.Popen(  # foreground (no -d): we own the process and its exit
             [self.binary, str(self.config)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd=self.base, env=self._env, start_new_session=True, **self._as_user,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.base,
+            env=self._env,
+            start_new_session=True,
+            **self._as_user,
         )
         self._proc = proc
         deadline = time.monotonic() + _START_TIMEOUT_S
@@ -271,15 +284,21 @@ class PgBouncerServer:
             if self._answers():
                 return True
             if time.monotonic() > deadline:
-                raise RuntimeError(f"pgbouncer did not answer in {_START_TIMEOUT_S}s:\n{self._log()}")
+                raise RuntimeError(
+                    f"pgbouncer did not answer in {_START_TIMEOUT_S}s:\n{self._log()}"
+                )
             time.sleep(0.05)  # poll interval only; the loop waits on the conditions above
 
     def _answers(self) -> bool:
         """True once a query through PgBouncer reaches PostgreSQL and comes back."""
         try:
             conn = psycopg2.connect(
-                host="127.0.0.1", port=self.port, user=self.pg.user, password=self.pg.password,
-                dbname=self.pg.dbname, connect_timeout=2,
+                host="127.0.0.1",
+                port=self.port,
+                user=self.pg.user,
+                password=self.pg.password,
+                dbname=self.pg.dbname,
+                connect_timeout=2,
             )
         except psycopg2.OperationalError:
             return False

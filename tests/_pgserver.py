@@ -198,8 +198,10 @@ class EmbeddedServer:
         # postmaster.pid, not a flag: a start that timed out may still have left a server running.
         if (self.pgdata / "postmaster.pid").exists():
             try:
-                self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop"],
-                          timeout=_STOP_TIMEOUT_S)
+                self._run(
+                    ["pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop"],
+                    timeout=_STOP_TIMEOUT_S,
+                )
             except (RuntimeError, subprocess.TimeoutExpired):
                 self._kill_postmaster()
         shutil.rmtree(self.base, ignore_errors=True)
@@ -207,8 +209,13 @@ class EmbeddedServer:
     @property
     def admin_dsn(self) -> str:
         """Superuser DSN over TCP with the generated superuser password."""
-        return make_dsn(host="127.0.0.1", port=self.port, user=SUPERUSER,
-                        password=self.superuser_password, dbname=APP_DB)
+        return make_dsn(
+            host="127.0.0.1",
+            port=self.port,
+            user=SUPERUSER,
+            password=self.superuser_password,
+            dbname=APP_DB,
+        )
 
     def _prepare_permissions(self) -> None:
         """As root, let the unprivileged system user run the binaries and own the data dir."""
@@ -244,9 +251,18 @@ class EmbeddedServer:
         try:
             self._run(
                 [
-                    "initdb", "-D", str(self.pgdata), "-U", SUPERUSER,
-                    "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
-                    "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions",
+                    "initdb",
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    SUPERUSER,
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                    "--no-instructions",
                 ],
                 timeout=_START_TIMEOUT_S,
             )
@@ -269,8 +285,19 @@ class EmbeddedServer:
         )
         try:
             self._run(
-                ["pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(int(_START_TIMEOUT_S)),
-                 "-l", str(self.log), "-o", options, "start"],
+                [
+                    "pg_ctl",
+                    "-D",
+                    str(self.pgdata),
+                    "-w",
+                    "-t",
+                    str(int(_START_TIMEOUT_S)),
+                    "-l",
+                    str(self.log),
+                    "-o",
+                    options,
+                    "start",
+                ],
                 timeout=_START_TIMEOUT_S + 10,
             )
         except RuntimeError:
@@ -285,8 +312,15 @@ class EmbeddedServer:
         # A file, not a pipe: the postmaster pg_ctl leaves behind could hold a pipe open forever.
         with tempfile.TemporaryFile("w+") as out:
             proc = subprocess.run(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.base, env=self._env, timeout=timeout, check=False, **self._as_user,
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.base,
+                env=self._env,
+                timeout=timeout,
+                check=False,
+                **self._as_user,
             )
             if proc.returncode != 0:
                 out.seek(0)

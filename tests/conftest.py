@@ -135,9 +135,7 @@ class PostgresDb(Db):
             # Wait for exactly these backends: new app connections opened meanwhile are fine.
             deadline = time.monotonic() + _TERMINATE_DEADLINE_S
             while pids:
-                cur.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
-                )
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
                 if _one(cur) == 0:
                     break
                 if time.monotonic() > deadline:
@@ -277,3 +275,22 @@ def sqlite_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sqlite
     for handle in _open_db("sqlite", request, tmp_path):
         assert isinstance(handle, SqliteDb)
         yield handle
+
+
+@pytest.fixture
+def proxy(pg: PgTarget, pg_db: Db) -> Iterator[taskcore.testing.FlakyProxy]:
+    """A fault-injection proxy in front of the test server, with taskcore pointed through it."""
+    with taskcore.testing.FlakyProxy(pg.host, pg.port, seed=1) as flaky:
+        taskcore.configure(database_url=flaky.url(pg.url), retry_deadline=30)
+        yield flaky
+    taskcore.dispose()
+
+
+@pytest.fixture
+def taskcore_events(caplog: pytest.LogCaptureFixture) -> Any:
+    """A function giving the captured log records of one taskcore event, in order."""
+
+    def named(name: str) -> list[Any]:
+        return [r for r in caplog.records if getattr(r, "taskcore_event", None) == name]
+
+    return named

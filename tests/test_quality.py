@@ -13,7 +13,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     """Run a tool module with this interpreter (the venv's) from the repo root."""
     return subprocess.run(
         [sys.executable, "-m", *args],
-        cwd=REPO, capture_output=True, text=True, check=False, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 
+from taskcore._statements import TASKS
 from taskcore._translate import Phase, guarded
 from taskcore.engine import current_settings, get_engine
-from taskcore.errors import DatabaseError
+from taskcore.errors import DatabaseError, TransientError
 from taskcore.models import Task, TaskCreate, TaskUpdate, task_operations
 from taskcore.retry import RetryPolicy, call_with_retries
 from taskcore.unit_of_work import run_unit
@@ -32,25 +33,25 @@ _CREATE_RACE_SQLSTATES = {"23505", "42P07", "42710"}
 
 def init_db() -> None:
     """Create the tables (tasks, task_operations) if missing: idempotent, no migrations."""
-    policy = RetryPolicy.from_settings(current_settings())
 
     def attempt() -> None:
         engine = get_engine()
-        for _ in range(3):
-            try:
-                guarded(
-                    lambda: Task.metadata.create_all(
-                        engine, tables=[Task.metadata.tables[Task.__tablename__], task_operations]
-                    ),
-                    Phase.STATEMENT,
-                )
-            except DatabaseError as error:
-                if error.sqlstate not in _CREATE_RACE_SQLSTATES:
-                    raise
-                continue
+        try:
+            guarded(
+                lambda: TASKS.metadata.create_all(engine, tables=[TASKS, task_operations]),
+                Phase.STATEMENT,
+            )
+        except DatabaseError as error:
+            if error.sqlstate not in _CREATE_RACE_SQLSTATES:
+                raise
+            race = TransientError(  # the other creator won: the next attempt finds the table
+                "a concurrent init_db created the tables first", sqlstate=error.sqlstate
+            )
+        else:
             return
+        raise race
 
-    call_with_retries("init_db", attempt, policy)
+    call_with_retries("init_db", attempt, RetryPolicy.from_settings(current_settings()))
 
 
 def create_task(data: TaskCreate, user_id: str, *, idempotency_key: str | None = None) -> Task:

@@ -91,7 +91,8 @@ def run_fleet(
                 kind, index, payload = results.get(timeout=min(remaining, 0.5))
             except queue.Empty:
                 dead = [
-                    p.name for i, p in enumerate(processes)
+                    p.name
+                    for i, p in enumerate(processes)
                     if i not in payloads and p.exitcode not in (None, 0)
                 ]
                 if dead:
@@ -309,7 +310,9 @@ def field_writer(
         if role == "toggle":
             call = partial(taskcore.toggle_complete, task_id)
         else:
-            call = partial(taskcore.update_task, task_id, TaskUpdate.model_validate({role: f"{role}#{i}"}))
+            call = partial(
+                taskcore.update_task, task_id, TaskUpdate.model_validate({role: f"{role}#{i}"})
+            )
         acknowledged, row = _attempt(tally, call)
         if not acknowledged:
             continue

@@ -66,8 +66,10 @@ def test_toggle_parity_holds_across_processes(server_db: Any) -> None:
     final = dict(server_db.query("SELECT id, completed FROM tasks WHERE user_id = 'hot'"))
     assert final == {task_id: toggles[task_id] % 2 == 1 for task_id in ids}
     reruns = sum(t.reruns for t in tallies)
-    print(f"\n[toggle parity] {K} processes x {M} toggles on {TASKS} tasks "
-          f"({server_db!r}): per-task toggles {dict(toggles)}, unit re-runs {reruns}")
+    print(
+        f"\n[toggle parity] {K} processes x {M} toggles on {TASKS} tasks "
+        f"({server_db!r}): per-task toggles {dict(toggles)}, unit re-runs {reruns}"
+    )
 
 
 def test_concurrent_updates_of_different_fields_never_lose_a_write(server_db: Any) -> None:
@@ -104,8 +106,9 @@ def test_serializable_write_skew_is_retried_whole(server_db: Any) -> None:
         _ctx, serializable_counter_worker, [(None, "ctr", n, None, skew) for _ in range(2)]
     )
     _assert_clean(tallies)
-    titles = sorted(int(r[0]) for r in server_db.query(
-        "SELECT title FROM tasks WHERE user_id = 'ctr'"))
+    titles = sorted(
+        int(r[0]) for r in server_db.query("SELECT title FROM tasks WHERE user_id = 'ctr'")
+    )
     assert titles == list(range(2 * n))
     assert sorted(int(t) for tally in tallies for t in tally.counter_titles) == titles
     reruns = sum(t.reruns for t in tallies)
@@ -128,8 +131,10 @@ def test_serializable_counter_has_no_duplicates_under_contention(server_db: Any)
     assert sorted(titles) == list(range(K * n)), "duplicates or gaps: a lost serialization"
     reruns = sum(t.reruns for t in tallies)
     retries = sum(t.events["retries"] for t in tallies)
-    print(f"\n[serializable counter] {K} processes x {n} units ({server_db!r}): "
-          f"unit re-runs {reruns}, retries {retries}")
+    print(
+        f"\n[serializable counter] {K} processes x {n} units ({server_db!r}): "
+        f"unit re-runs {reruns}, retries {retries}"
+    )
 
 
 def test_serialization_conflicts_never_make_a_healthy_database_unavailable(pg_db: Any) -> None:
@@ -174,6 +179,8 @@ def test_serialization_conflicts_never_make_a_healthy_database_unavailable(pg_db
         errors.append(f"counters: {taskcore.events.counters()}")
     assert not errors, errors
     assert sum(reruns.values()) >= rounds  # at least one conflict per round, all retried
-    titles = sorted(int(t) for (t,) in pg_db.query("SELECT title FROM tasks WHERE user_id = 'skew'"))
+    titles = sorted(
+        int(t) for (t,) in pg_db.query("SELECT title FROM tasks WHERE user_id = 'skew'")
+    )
     assert titles == list(range(2 * rounds))
     assert taskcore.get_tasks(user_id="skew")  # and the process still just works

@@ -55,8 +55,9 @@ def _assert_parent_pool_intact(db: Any, before: list[ConnectionSeen], via_pgboun
         assert len(alive) == PARENT_CONNECTIONS
 
 
-def _assert_disjoint(parent: list[ConnectionSeen], children: list[ConnectionSeen], *,
-                     via_pgbouncer: bool) -> None:
+def _assert_disjoint(
+    parent: list[ConnectionSeen], children: list[ConnectionSeen], *, via_pgbouncer: bool
+) -> None:
     """No connection a child used is one of the parent's."""
     assert children
     assert not {s.local_port for s in parent} & {s.local_port for s in children}
@@ -90,9 +91,7 @@ def _with_processes(method: str, db: Any) -> Children:
     ctx = multiprocessing.get_context(method)
     # A forked child keeps the parent's settings and must cope alone; a spawned one is told.
     url = None if method == "fork" else db.url
-    reports: list[ForkReport] = run_fleet(
-        ctx, fork_child_work, [(url,) for _ in range(CHILDREN)]
-    )
+    reports: list[ForkReport] = run_fleet(ctx, fork_child_work, [(url,) for _ in range(CHILDREN)])
     return (
         [r.os_pid for r in reports],
         [s for r in reports for s in r.seen],

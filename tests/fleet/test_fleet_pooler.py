@@ -26,8 +26,13 @@ pytestmark = pytest.mark.postgres
 
 #: Parameters PgBouncer itself tracks and SETs per client when it links one to a server
 #: connection; their values are PgBouncer's business, not a leak.
-_POOLER_TRACKED = ("application_name", "client_encoding", "DateStyle", "TimeZone",
-                   "standard_conforming_strings")
+_POOLER_TRACKED = (
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,14 @@ def _session_state(bouncer: PgBouncer) -> dict[str, Any]:
             row = cur.fetchone()
     assert row is not None
     pid, prepared, temp_schema, channels, advisory = row
-    return {"pid": pid, "settings": settings, "prepared": prepared, "temp_schema": temp_schema,
-            "channels": channels, "advisory_locks": advisory}
+    return {
+        "pid": pid,
+        "settings": settings,
+        "prepared": prepared,
+        "temp_schema": temp_schema,
+        "channels": channels,
+        "advisory_locks": advisory,
+    }
 
 
 def test_pgbouncer_variant_really_goes_through_pgbouncer(pgbouncer_db: Any) -> None:
@@ -133,8 +144,16 @@ def test_no_session_state_survives_any_unit_of_work(
         taskcore.update_task(task.id, TaskUpdate(title="pooled again"))
         assert taskcore.get_tasks(user_id="u")
 
-    steps = [read_only, repeatable_read, with_timeout, timed_out, savepoint_and_rollback,
-             one_shots, taskcore.init_db, taskcore.check_connection]
+    steps = [
+        read_only,
+        repeatable_read,
+        with_timeout,
+        timed_out,
+        savepoint_and_rollback,
+        one_shots,
+        taskcore.init_db,
+        taskcore.check_connection,
+    ]
     for step in steps:
         step()
         state = _session_state(bouncer)

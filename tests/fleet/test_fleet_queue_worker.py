@@ -45,15 +45,17 @@ def _jobs(existing: list[int]) -> tuple[list[dict[str, Any]], Counter[int]]:
     jobs.append({"id": "u", "op": "update", "task_id": existing[3], "description": "updated"})
     jobs.append({"id": "d", "op": "delete", "task_id": existing[4]})
     for i in range(3):  # one create delivered three times: its key makes it one task
-        jobs.append({"id": f"k{i}", "op": "create", "user_id": "keyed", "title": "once",
-                     "key": "order-17"})
+        jobs.append(
+            {"id": f"k{i}", "op": "create", "user_id": "keyed", "title": "once", "key": "order-17"}
+        )
     jobs.append({"id": "missing", "op": "toggle", "task_id": 999_999})
     jobs.append({"id": "bad", "op": "explode"})
     return jobs, toggles
 
 
-def _check_batch(db: Any, existing: list[int], toggles: Counter[int],
-                 results: list[dict[str, Any]]) -> None:
+def _check_batch(
+    db: Any, existing: list[int], toggles: Counter[int], results: list[dict[str, Any]]
+) -> None:
     by_id = {r["id"]: r for r in results}
     assert by_id["missing"]["status"] == "failed" and by_id["missing"]["error"] == "NotFoundError"
     assert by_id["bad"]["status"] == "failed" and by_id["bad"]["error"] == "BadJobError"
@@ -84,7 +86,11 @@ def test_queue_worker_drains_a_jobs_file_with_spawned_workers(
     path.write_text("".join(json.dumps(j) + "\n" for j in jobs) + "not json\n")
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(path), "--workers", "2", "--start-method", "spawn"],
-        env=_env(server_db.url), capture_output=True, text=True, timeout=DEADLINE_S, check=False,
+        env=_env(server_db.url),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
@@ -100,7 +106,9 @@ def test_queue_worker_drains_a_jobs_file_with_spawned_workers(
     assert server_db.url not in proc.stdout + proc.stderr
 
 
-def test_queue_worker_pool_recipe_with_fork(server_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_queue_worker_pool_recipe_with_fork(
+    server_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The example's Pool recipe with fork: the parent's configured taskcore is inherited, the
     fork is handled by taskcore, and results come back in input order."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
@@ -137,16 +145,21 @@ def test_queue_worker_consumer_loop_stops_gracefully_on_sigterm(pg_db: Any) -> N
     n = 200
     with subprocess.Popen(
         [sys.executable, str(WORKER), "-", "--workers", "2", "--start-method", "fork"],
-        env=_env(pg_db.url), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        env=_env(pg_db.url),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         deadline = time.monotonic() + DEADLINE_S
         try:
             out = _lines(proc.stdout)
             for i in range(n):
-                proc.stdin.write(json.dumps(
-                    {"id": i, "op": "create", "user_id": "loop", "title": f"job {i}"}) + "\n")
+                proc.stdin.write(
+                    json.dumps({"id": i, "op": "create", "user_id": "loop", "title": f"job {i}"})
+                    + "\n"
+                )
             proc.stdin.flush()  # stdin stays open: only the signal can end this consumer
             results = []
             for _ in range(5):  # the consumer is busy: stop it mid-stream
@@ -166,5 +179,7 @@ def test_queue_worker_consumer_loop_stops_gracefully_on_sigterm(pg_db: Any) -> N
     assert {r["status"] for r in results} == {"ok"}
     stored = pg_db.query("SELECT title FROM tasks WHERE user_id = 'loop'")
     assert sorted(t for (t,) in stored) == sorted(f"job {r['id']}" for r in results)
-    print(f"\n[queue worker] SIGTERM after 5 results: {len(results)} of {n} jobs accepted, "
-          f"finished and reported; the rest never started")
+    print(
+        f"\n[queue worker] SIGTERM after 5 results: {len(results)} of {n} jobs accepted, "
+        f"finished and reported; the rest never started"
+    )

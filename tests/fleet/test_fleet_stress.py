@@ -71,10 +71,12 @@ def _stress(db: Any, urls: list[str], label: str, bouncer: Any = None) -> None:
         )
 
     # No partial unit of work: markers have 0 or 2 rows; 2 exactly for the acknowledged ones.
-    per_marker = dict(db.query(
-        "SELECT description, count(*) FROM tasks WHERE user_id = %s GROUP BY description",
-        (plan.pair_user,),
-    ))
+    per_marker = dict(
+        db.query(
+            "SELECT description, count(*) FROM tasks WHERE user_id = %s GROUP BY description",
+            (plan.pair_user,),
+        )
+    )
     committed = {m for t in tallies for m in t.pairs_committed}
     aborted = {m for t in tallies for m in t.pairs_aborted}
     assert set(per_marker.values()) <= {2}
@@ -82,8 +84,10 @@ def _stress(db: Any, urls: list[str], label: str, bouncer: Any = None) -> None:
     assert not aborted & set(per_marker)
 
     # Serializable counter: exactly 0..n-1, and what each unit was told is what was stored.
-    stored = sorted(int(r[0]) for r in db.query(
-        "SELECT title FROM tasks WHERE user_id = %s", (plan.counter_user,)))
+    stored = sorted(
+        int(r[0])
+        for r in db.query("SELECT title FROM tasks WHERE user_id = %s", (plan.counter_user,))
+    )
     assert stored == list(range(len(stored)))
     assert sorted(int(t) for tally in tallies for t in tally.counter_titles) == stored
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,21 +16,10 @@ from taskcore.testing import FlakyProxy
 pytestmark = pytest.mark.postgres
 
 
-def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "taskcore_event", None) == name]
-
-
-@pytest.fixture
-def proxy(pg: Any, pg_db: Any) -> Iterator[FlakyProxy]:
-    """A fault-injection proxy in front of the test server, with taskcore pointed through it."""
-    with FlakyProxy(pg.host, pg.port, seed=1) as p:
-        taskcore.configure(database_url=p.url(pg.url), retry_deadline=30)
-        yield p
-    taskcore.dispose()
-
-
 def test_connections_the_server_closed_are_replaced_without_a_retry(
-    pg_db: Any, caplog: pytest.LogCaptureFixture
+    pg_db: Any,
+    caplog: pytest.LogCaptureFixture,
+    taskcore_events: Any,
 ) -> None:
     """After the server ends every idle pooled connection (a Neon suspend), work just succeeds.
 
@@ -45,15 +33,18 @@ def test_connections_the_server_closed_are_replaced_without_a_retry(
         created = taskcore.create_task(TaskCreate(title="after suspend"), user_id="u")
         with UnitOfWork() as uow:
             uow.tasks.toggle_complete(created.id)
-    assert _events(caplog, "stale_connection_replaced")
-    assert not _events(caplog, "retry_scheduled")
+    assert taskcore_events("stale_connection_replaced")
+    assert not taskcore_events("retry_scheduled")
     assert pg_db.query("SELECT title, completed FROM tasks WHERE title = 'after suspend'") == [
         ("after suspend", True)
     ]
 
 
 def test_wrong_password_fails_fast_once_and_leaks_nothing(
-    pg: Any, pg_db: Any, caplog: pytest.LogCaptureFixture
+    pg: Any,
+    pg_db: Any,
+    caplog: pytest.LogCaptureFixture,
+    taskcore_events: Any,
 ) -> None:
     """A wrong password: ConnectionRejectedError within the connect timeout, after one attempt."""
     if not pg.password_auth_enforced:
@@ -68,7 +59,7 @@ def test_wrong_password_fails_fast_once_and_leaks_nothing(
     ):
         taskcore.create_task(TaskCreate(title="never"), user_id="u")
     assert time.monotonic() - started < 10
-    assert not _events(caplog, "retry_scheduled")
+    assert not taskcore_events("retry_scheduled")
     assert "authentication failed" in str(info.value)
     shown = (
         repr(info.value) + str(info.value.args) + "".join(r.getMessage() for r in caplog.records)
@@ -78,7 +69,10 @@ def test_wrong_password_fails_fast_once_and_leaks_nothing(
 
 
 def test_lost_commit_reply_is_resolved_as_committed_and_not_rerun(
-    proxy: FlakyProxy, pg_db: Any, caplog: pytest.LogCaptureFixture
+    proxy: FlakyProxy,
+    pg_db: Any,
+    caplog: pytest.LogCaptureFixture,
+    taskcore_events: Any,
 ) -> None:
     """When the COMMIT reply is lost, the server is asked: committed means success, once."""
     calls: list[int] = []
@@ -93,7 +87,7 @@ def test_lost_commit_reply_is_resolved_as_committed_and_not_rerun(
         UnitOfWork.run(work)
     assert proxy.faults_fired == 1
     assert calls == [1]
-    assert [r.outcome for r in _events(caplog, "commit_resolved")] == ["committed"]  # type: ignore[attr-defined]
+    assert [r.outcome for r in taskcore_events("commit_resolved")] == ["committed"]  # type: ignore[attr-defined]
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 2
 
 

@@ -281,3 +281,35 @@ def test_tasks_work_in_a_fresh_process_that_never_used_the_orm(db: Any) -> None:
         [sys.executable, "-c", code, db.url], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "fresh"
+
+
+def _init_db_at_once(url: str, barrier: Any, results: Any) -> None:
+    """Wait for the others, then run init_db; report the error class or 'ok'."""
+    taskcore.configure(database_url=url)
+    barrier.wait(timeout=30)
+    try:
+        taskcore.init_db()
+    except taskcore.TaskcoreError as error:
+        results.put(type(error).__name__)
+    else:
+        results.put("ok")
+
+
+@pytest.mark.postgres
+def test_concurrent_init_db_all_succeed(pg: Any, pg_db: Any) -> None:
+    """Several processes creating the tables at the same moment all succeed (one creates)."""
+    import multiprocessing
+
+    pg_db.query("DROP TABLE IF EXISTS tasks, task_operations")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    workers = [
+        ctx.Process(target=_init_db_at_once, args=(pg.url, barrier, results)) for _ in range(4)
+    ]
+    for w in workers:
+        w.start()
+    outcomes = [results.get(timeout=60) for _ in workers]
+    for w in workers:
+        w.join(timeout=30)
+    assert outcomes == ["ok"] * 4
+    assert pg_db.scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'tasks'") == 1

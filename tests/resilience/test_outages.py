@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,22 +15,12 @@ from taskcore.testing import FlakyProxy
 pytestmark = pytest.mark.postgres
 
 
-def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if getattr(r, "taskcore_event", None) == name]
-
-
-@pytest.fixture
-def proxy(pg: Any, pg_db: Any) -> Iterator[FlakyProxy]:
-    """A fault-injection proxy in front of the test server, with taskcore pointed through it."""
-    with FlakyProxy(pg.host, pg.port, seed=1) as p:
-        taskcore.configure(database_url=p.url(pg.url), retry_deadline=30)
-        yield p
-    taskcore.dispose()
-
-
 @pytest.mark.real_waits
 def test_call_during_a_3s_outage_succeeds_when_the_database_returns(
-    proxy: FlakyProxy, pg_db: Any, caplog: pytest.LogCaptureFixture
+    proxy: FlakyProxy,
+    pg_db: Any,
+    caplog: pytest.LogCaptureFixture,
+    taskcore_events: Any,
 ) -> None:
     """With connections refused for 3 s (a cold start), a one-shot call issued then succeeds."""
     taskcore.dispose()  # no pooled connection: the call must connect during the outage
@@ -41,7 +30,7 @@ def test_call_during_a_3s_outage_succeeds_when_the_database_returns(
         task = taskcore.create_task(TaskCreate(title="during outage"), user_id="u")
     elapsed = time.monotonic() - started
     assert elapsed >= 3.0  # it really waited the outage out
-    assert _events(caplog, "retry_scheduled")
+    assert taskcore_events("retry_scheduled")
     assert pg_db.query(f"SELECT title FROM tasks WHERE id = {task.id}") == [("during outage",)]
 
 

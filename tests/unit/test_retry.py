@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,9 @@ def test_backpressure_waits_longer() -> None:
     assert policy.wait(5, error) == pytest.approx(6.4)
 
 
-def test_transient_errors_are_retried_until_success(caplog: pytest.LogCaptureFixture) -> None:
+def test_transient_errors_are_retried_until_success(
+    caplog: pytest.LogCaptureFixture, taskcore_events: Any
+) -> None:
     """A transient failure is retried, logged with attempt and wait, and the result returned."""
     calls = []
 
@@ -42,7 +45,7 @@ def test_transient_errors_are_retried_until_success(caplog: pytest.LogCaptureFix
 
     with taskcore.testing.no_retry_waits(), caplog.at_level(logging.WARNING, "taskcore"):
         assert call_with_retries("op", flaky, RetryPolicy(attempts=5)) == "done"
-    retries = [r for r in caplog.records if getattr(r, "taskcore_event", "") == "retry_scheduled"]
+    retries = taskcore_events("retry_scheduled")
     assert [r.attempt for r in retries] == [1, 2]  # type: ignore[attr-defined]
     assert all(r.sqlstate == "57P01" for r in retries)  # type: ignore[attr-defined]
 
