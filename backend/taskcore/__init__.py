@@ -3,10 +3,20 @@
 Importing taskcore reads no settings and opens no connection; both happen on first use.
 """
 
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
 from taskcore import events
-from taskcore.config import Settings, default_sqlite_path, load_settings
-from taskcore.diagnostics import ConnectionReport, check_connection
-from taskcore.engine import configure, dispose
+from taskcore.config import Settings, default_sqlite_path, load_settings, settings_for
+from taskcore.database import (
+    Database,
+    configure,
+    default_database,
+    dispose,
+    set_default_database,
+    use_database,
+)
+from taskcore.diagnostics import ConnectionReport
 from taskcore.errors import (
     CommitOutcomeUnknownError,
     ConfigurationError,
@@ -15,6 +25,7 @@ from taskcore.errors import (
     DatabaseError,
     DatabaseUnavailableError,
     NotFoundError,
+    PoolExhaustedError,
     TaskcoreError,
     TransientError,
     UsageError,
@@ -22,6 +33,8 @@ from taskcore.errors import (
 )
 from taskcore.models import Task, TaskCreate, TaskUpdate
 from taskcore.operations import (
+    check_connection,
+    create_many,
     create_task,
     delete_task,
     get_task,
@@ -34,16 +47,27 @@ from taskcore.repository import TaskRepository
 from taskcore.retry import RetryPolicy
 from taskcore.unit_of_work import Isolation, Status, UnitOfWork
 
+# A library configures no handlers; this one keeps Python's last-resort handler from printing
+# our records to stderr when the application has not configured logging.
+logging.getLogger("taskcore").addHandler(logging.NullHandler())
+
+try:
+    __version__ = version("taskcore")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
 __all__ = [
     "CommitOutcomeUnknownError",
     "ConfigurationError",
     "ConflictError",
     "ConnectionRejectedError",
     "ConnectionReport",
+    "Database",
     "DatabaseError",
     "DatabaseUnavailableError",
     "Isolation",
     "NotFoundError",
+    "PoolExhaustedError",
     "RetryPolicy",
     "Settings",
     "Status",
@@ -56,9 +80,12 @@ __all__ = [
     "UnitOfWork",
     "UsageError",
     "ValidationError",
+    "__version__",
     "check_connection",
     "configure",
+    "create_many",
     "create_task",
+    "default_database",
     "default_sqlite_path",
     "delete_task",
     "dispose",
@@ -67,6 +94,9 @@ __all__ = [
     "get_tasks",
     "init_db",
     "load_settings",
+    "set_default_database",
+    "settings_for",
     "toggle_complete",
     "update_task",
+    "use_database",
 ]

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import enum
+import functools
 import logging
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, Select, Text, cast, column, exists, func, literal, select, table
+from sqlalchemy import Select, Text, bindparam, cast, column, exists, func, select, table
 from sqlalchemy.types import UserDefinedType
 
 from taskcore import events
-from taskcore._translate import Phase, guarded
-from taskcore.retry import RetryPolicy, call_with_retries, pause
+from taskcore._deadline import Deadline
+from taskcore._link import Link
+from taskcore._translate import Phase
+from taskcore.errors import TaskcoreError
+from taskcore.events import EventHub
+from taskcore.retry import RetryPolicy, pause
 
 __all__ = ["CommitTicket", "Outcome", "resolve_commit", "ticket_statement"]
 
@@ -46,55 +51,76 @@ class CommitTicket:
     backend_pid: int
 
 
+@functools.cache
+def _status_statements() -> tuple[Select[Any], Select[Any]]:
+    """pg_xact_status(:xid), and ending :pid if it still runs that transaction (:xid32)."""
+    status_query = select(func.pg_xact_status(cast(bindparam("xid", type_=Text), _XID8())))
+    end_stuck_backend = select(func.pg_terminate_backend(bindparam("pid"))).where(
+        exists().where(
+            _pg_stat_activity.c.pid == bindparam("pid"),
+            cast(_pg_stat_activity.c.backend_xid, Text) == bindparam("xid32", type_=Text),
+        )
+    )
+    return status_query, end_stuck_backend
+
+
+@functools.cache
 def ticket_statement() -> Select[Any]:
     """One statement returning (xid or NULL when nothing was written, backend pid)."""
     return select(cast(func.pg_current_xact_id_if_assigned(), Text), func.pg_backend_pid())
 
 
-def resolve_commit(engine: Engine, ticket: CommitTicket, policy: RetryPolicy) -> Outcome:
-    """Ask ``pg_xact_status`` about the ticket's transaction on a fresh connection.
+def resolve_commit(
+    open_link: Callable[[Deadline], Link],
+    ticket: CommitTicket,
+    deadline: Deadline,
+    policy: RetryPolicy,
+    hub: EventHub,
+) -> Outcome:
+    """Ask ``pg_xact_status`` about the ticket's transaction on fresh connections.
 
-    "in progress" means the server has not yet noticed the dead connection: if that backend
-    still holds our transaction and has not started committing, ending it makes the answer
-    final ("aborted"); a commit already under way completes first. The check must reach the
-    same primary (not a replica, not another Neon branch) while the status is retained.
+    It polls within the call's own deadline (no loop of its own beyond it). "in progress"
+    means the server has not yet noticed the dead connection: if that backend still holds
+    our transaction and has not started committing, ending it makes the answer final
+    ("aborted"); a commit already under way completes first. The check must reach the same
+    primary (not a replica, not another Neon branch) while the status is retained.
     """
-    xid = cast(literal(ticket.xid), _XID8())
-    status_query = select(func.pg_xact_status(xid))
-    xid32 = str(int(ticket.xid) % 2**32)  # pg_stat_activity shows the 32-bit xid
-    end_stuck_backend = select(func.pg_terminate_backend(ticket.backend_pid)).where(
-        exists().where(
-            _pg_stat_activity.c.pid == ticket.backend_pid,
-            cast(_pg_stat_activity.c.backend_xid, Text) == xid32,
-        )
-    )
-    started = time.monotonic()
-
-    def ask() -> str | None:
-        with guarded(engine.connect, Phase.CONNECT) as connection:
-            status = guarded(lambda: connection.scalar(status_query), Phase.STATEMENT)
-            if status == "in progress":
-                guarded(lambda: connection.execute(end_stuck_backend), Phase.STATEMENT)
-            guarded(connection.commit, Phase.STATEMENT)
-        return None if status is None else str(status)
-
-    attempt = 0
-    while True:
-        attempt += 1
-        status = call_with_retries("resolve commit", ask, policy)
+    params = {
+        "xid": ticket.xid,
+        "pid": ticket.backend_pid,
+        "xid32": str(int(ticket.xid) % 2**32),  # pg_stat_activity shows the 32-bit xid
+    }
+    status_query, end_stuck_backend = _status_statements()
+    asked = 0
+    outcome = Outcome.UNKNOWN
+    while not deadline.expired:
+        asked += 1
+        status: str | None = "in progress"
+        try:
+            link = open_link(deadline)
+            try:
+                link.autocommit()
+                status = link.fetch(status_query, params, Phase.STATEMENT, deadline)[0][0]
+                if status == "in progress":
+                    link.fetch(end_stuck_backend, params, Phase.STATEMENT, deadline)
+            finally:
+                link.close()
+        except TaskcoreError:
+            status = "in progress"  # the server could not be asked: ask again while time lasts
         if status == "committed":
             outcome = Outcome.COMMITTED
         elif status == "aborted":
             outcome = Outcome.ABORTED
-        elif status is None or time.monotonic() - started > policy.deadline:
-            outcome = Outcome.UNKNOWN
-        else:  # in progress: the server is finishing our COMMIT or rolling it back
-            pause(policy.wait(attempt, None))
+        elif status is None:
+            outcome = Outcome.UNKNOWN  # too old: the server no longer knows
+        else:
+            pause(min(policy.wait(asked, None), deadline.remaining()))
             continue
-        events.emit(events.CommitResolved(outcome.value))
-        _log.warning(
-            "lost COMMIT reply resolved: %s",
-            outcome.value,
-            extra={"taskcore_event": "commit_resolved", "outcome": outcome.value},
-        )
-        return outcome
+        break
+    hub.emit(events.CommitResolved(outcome.value))
+    _log.warning(
+        "lost COMMIT reply resolved: %s",
+        outcome.value,
+        extra={"taskcore_event": "commit_resolved", "outcome": outcome.value},
+    )
+    return outcome

@@ -29,9 +29,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from taskcore.models import Task, task_operations, utcnow
 
 __all__ = [
+    "BATCH",
+    "CALL_KEY_RETENTION",
     "OPERATION_KEY_RETENTION",
+    "PURGE_BATCH",
     "TASKS",
+    "claim_key",
     "delete_one",
+    "insert_many",
     "insert_task",
     "key_recorded",
     "select_applied",
@@ -43,8 +48,12 @@ __all__ = [
 ]
 
 TASKS: Table = Task.metadata.tables[Task.__tablename__]
-#: How long operation keys are kept (a write purges older ones now and then).
+#: How long keys derived from callers' keys (operation_key=, claims) are kept.
 OPERATION_KEY_RETENTION = timedelta(days=1)
+#: How long keys generated for one call are kept: far beyond any call's deadline.
+CALL_KEY_RETENTION = timedelta(minutes=10)
+#: Most keys one purge deletes: a purge costs a caller about a millisecond, never more.
+PURGE_BATCH = 100
 _C = TASKS.c
 
 
@@ -62,11 +71,17 @@ def select_one(scoped: bool) -> Select[Any]:
 
 
 @functools.cache
-def select_list(scoped: bool, by_completed: bool, paged: bool) -> Select[Any]:
-    """Tasks ordered by id; binds ``owner``, ``completed``, ``limit``, ``offset`` as used."""
+def select_list(scoped: bool, by_completed: bool, paged: bool, after: bool = False) -> Select[Any]:
+    """Tasks ordered by id; binds ``owner``, ``completed``, ``after_id``, ``limit``, ``offset``.
+
+    With ``owner`` the (user_id, id) index returns rows already in id order: a page reads only
+    its own rows (plus the skipped ones for an offset), never sorts a user's whole list.
+    """
     statement = select(TASKS).order_by(_C.id)
     if scoped:
         statement = statement.where(_C.user_id == bindparam("owner"))
+    if after:
+        statement = statement.where(_C.id > bindparam("after_id"))
     if by_completed:
         statement = statement.where(_C.completed == bindparam("completed"))
     if paged:
@@ -74,10 +89,41 @@ def select_list(scoped: bool, by_completed: bool, paged: bool) -> Select[Any]:
     return statement
 
 
+_INSERTED = ("title", "description", "user_id", "idempotency_key")
+
+
+def _values() -> dict[str, Any]:
+    return {name: bindparam(name) for name in _INSERTED}
+
+
 @functools.cache
 def insert_task() -> Insert:
-    """INSERT ... RETURNING every column (executemany-capable, input order kept)."""
-    return insert(TASKS).returning(*TASKS.c, sort_by_parameter_order=True)
+    """INSERT ... RETURNING every column."""
+    return insert(TASKS).values(_values()).returning(*TASKS.c)
+
+
+#: Rows per multi-row INSERT of create_many (one round trip each).
+BATCH = 1000
+
+
+@functools.lru_cache(maxsize=64)
+def insert_many(rows: int) -> Insert:
+    """One INSERT ... VALUES of ``rows`` rows (``<column>_<i>`` binds) RETURNING every column."""
+    names = ("title", "description", "user_id")
+    values = [{name: bindparam(f"{name}_{i}") for name in names} for i in range(rows)]
+    return insert(TASKS).values(values).returning(*TASKS.c)
+
+
+@functools.cache
+def claim_key(dialect: str) -> Insert:
+    """Record ``op_key`` unless present; RETURNING it only when it was new."""
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(task_operations)
+        .values(key=bindparam("op_key"))
+        .on_conflict_do_nothing()
+        .returning(task_operations.c.key)
+    )
 
 
 @functools.cache
@@ -86,6 +132,7 @@ def upsert_task(dialect: str) -> Insert:
     dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
         dialect_insert(TASKS)
+        .values(_values())
         .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
         .returning(*TASKS.c)
     )
@@ -114,9 +161,25 @@ def _keyed(statement: Any, scoped: bool, purge: bool) -> Any:
     )
     statement = statement.where(exists(select(op.c.key))).add_cte(op)
     if purge:
-        old = task_operations.c.created_at < utcnow() - OPERATION_KEY_RETENTION
-        statement = statement.add_cte(delete(task_operations).where(old).cte("purge"))
+        statement = statement.add_cte(_purge_batch())
     return statement
+
+
+def _purge_batch() -> Any:
+    """DELETE at most PURGE_BATCH expired keys, oldest first (served by the created_at index).
+
+    Keys the library generates per call (UUIDv4) are only needed while that call retries, so
+    they go after CALL_KEY_RETENTION; keys derived from callers' keys (UUIDv5: claims, job
+    ids) are kept for OPERATION_KEY_RETENTION, to match redeliveries.
+    """
+    ops = task_operations.c
+    now = utcnow()
+    generated = ops.key.like("________-____-4%")
+    expired = (generated & (ops.created_at < now - CALL_KEY_RETENTION)) | (
+        ops.created_at < now - OPERATION_KEY_RETENTION
+    )
+    batch = select(ops.key).where(expired).order_by(ops.created_at).limit(PURGE_BATCH)
+    return delete(task_operations).where(ops.key.in_(batch.scalar_subquery())).cte("purge")
 
 
 @functools.cache

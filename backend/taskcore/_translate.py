@@ -11,6 +11,7 @@ import psycopg2
 from sqlalchemy import exc as sa_exc
 
 from taskcore._classify import Kind, classify
+from taskcore._deadline import DeadlineExpired
 from taskcore.errors import (
     CommitOutcomeUnknownError,
     ConflictError,
@@ -35,10 +36,16 @@ class Phase(enum.Enum):
     KEYED_COMMIT = "keyed_commit"  # a keyed autocommit write was in flight: a re-run resolves it
 
 
-def translate(error: BaseException, phase: Phase) -> TaskcoreError:
-    """Map ``error`` to a TaskcoreError carrying no driver text, SQL or parameter values."""
+def translate(error: BaseException, phase: Phase, *, broken: bool = False) -> TaskcoreError:
+    """Map ``error`` to a TaskcoreError carrying no driver text, SQL or parameter values.
+
+    ``broken`` says the DBAPI connection is closed after the error (psycopg2 sets ``closed``
+    when libpq reports the link dead): a disconnect even when the text is unfamiliar.
+    """
     if isinstance(error, TaskcoreError):
         return error
+    if isinstance(error, DeadlineExpired):
+        return _deadline_passed(phase)
     if isinstance(error, ValueError):
         # psycopg2 refuses NUL and unencodable text before sending (its args hold the value)
         return ValidationError(
@@ -46,10 +53,10 @@ def translate(error: BaseException, phase: Phase) -> TaskcoreError:
             "that is not valid Unicode"
         )
     orig: BaseException | None = error
-    invalidated = False
+    invalidated = broken
     if isinstance(error, sa_exc.DBAPIError):
         orig = error.orig
-        invalidated = bool(error.connection_invalidated)
+        invalidated = invalidated or bool(error.connection_invalidated)
     elif isinstance(error, sa_exc.SQLAlchemyError):
         # Not from the driver (e.g. a failed bind, or a session already rolled back).
         return DatabaseError(
@@ -65,6 +72,7 @@ def translate(error: BaseException, phase: Phase) -> TaskcoreError:
         sqlstate = None
     # str(orig) is used for matching only; it can hold SQL, parameters and the host name.
     verdict = classify(sqlstate, str(orig), invalidated=invalidated)
+    sqlstate = getattr(verdict, "sqlstate", None) or sqlstate  # a FATAL's code read from its text
     driver = type(orig).__name__
     detail = f"{verdict.reason} [sqlstate {sqlstate or 'none'}, {driver}]"
     if verdict.kind in (Kind.DISCONNECT, Kind.BACKPRESSURE):
@@ -88,8 +96,28 @@ def translate(error: BaseException, phase: Phase) -> TaskcoreError:
     return DatabaseError(detail, sqlstate=sqlstate, driver_error=driver)
 
 
+def _deadline_passed(phase: Phase) -> TaskcoreError:
+    """The call's deadline passed while waiting on the network; the connection was dropped."""
+    detail = "the call's deadline passed while waiting for the database [sqlstate none, timeout]"
+    if phase is Phase.COMMIT:
+        return CommitOutcomeUnknownError(
+            "the call's deadline passed while COMMIT was in flight; the work may or may not "
+            "have been applied",
+            driver_error="timeout",
+        )
+    transient = TransientError(detail, driver_error="timeout")
+    transient.maybe_applied = phase is Phase.KEYED_COMMIT
+    return transient
+
+
 # ValueError (UnicodeError included): refused parameter values, raised by the driver unwrapped.
-_DRIVER_ERRORS = (sa_exc.SQLAlchemyError, psycopg2.Error, sqlite3.Error, ValueError)
+_DRIVER_ERRORS = (
+    sa_exc.SQLAlchemyError,
+    psycopg2.Error,
+    sqlite3.Error,
+    ValueError,
+    DeadlineExpired,
+)
 
 
 def guarded(fn: Callable[[], T], phase: Phase) -> T:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
+from taskcore._connect import connector
+from taskcore._deadline import Deadline, bounded
+from taskcore._sql import compile_for, execute
 from taskcore._translate import Phase, guarded
-from taskcore.engine import current_settings, make_engine
+
+if TYPE_CHECKING:
+    from taskcore.database import Database
 
 __all__ = ["ConnectionReport", "check_connection"]
+
+_VERSION = {"postgresql": select(func.version()), "sqlite": select(func.sqlite_version())}
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,32 +33,34 @@ class ConnectionReport:
     round_trip_seconds: float
 
 
-def check_connection() -> ConnectionReport:
+def check_connection(database: Database, *, deadline: float | None = None) -> ConnectionReport:
     """Open a fresh (unpooled) connection, time it, and ask the server for its version.
 
-    It tries once: a diagnosis should show the failure, not hide it behind retries.
+    It tries once, within the deadline: a diagnosis should show the failure, not hide it
+    behind retries.
     """
-    settings = current_settings()
-    engine = make_engine(settings, fresh_connections=True)
+    settings = database.settings
+    clock = Deadline(deadline or settings.deadline)
+    connect = connector(settings)
+    started = time.perf_counter()
+    dbapi = guarded(lambda: connect(clock), Phase.CONNECT)
+    connected = time.perf_counter()
     try:
-        # The first connection of an engine also runs SQLAlchemy's dialect set-up queries;
-        # open one first so the timed connection measures only connecting.
-        guarded(lambda: engine.connect().close(), Phase.CONNECT)
-        started = time.perf_counter()
-        connection = guarded(engine.connect, Phase.CONNECT)
-        connected = time.perf_counter()
-        with connection:
-            version_fn = (
-                func.version() if settings.backend == "postgresql" else func.sqlite_version()
-            )
-            version = guarded(lambda: connection.scalar(select(version_fn)), Phase.STATEMENT)
-            answered = time.perf_counter()
+        compiled = compile_for(_VERSION[settings.backend], database.dialect)
+
+        def ask() -> str:
+            with bounded(clock):
+                return str(execute(dbapi.cursor(), compiled, {})[0][0])
+
+        version = guarded(ask, Phase.STATEMENT)
+        answered = time.perf_counter()
     finally:
-        engine.dispose()
+        with contextlib.suppress(Exception):
+            dbapi.close()
     return ConnectionReport(
         backend=settings.backend,
         url=settings.masked_url,
-        server_version=str(version),
+        server_version=version,
         connect_seconds=connected - started,
         round_trip_seconds=answered - connected,
     )

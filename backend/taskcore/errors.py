@@ -10,6 +10,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseUnavailableError",
     "NotFoundError",
+    "PoolExhaustedError",
     "TaskcoreError",
     "TransientError",
     "UsageError",
@@ -99,8 +100,21 @@ class ConflictError(TransientError):
     """A serialization failure or deadlock (40001 / 40P01); re-running the whole unit is safe."""
 
 
+class PoolExhaustedError(TransientError):
+    """Back-pressure: every pooled connection stayed busy until the call's deadline.
+
+    Nothing was sent. It is retryable: a later call (or the caller's own queue) may find a
+    free connection; a bigger ``pool_size`` or fewer concurrent callers fixes it for good.
+    """
+
+    backpressure = True
+
+
 class DatabaseUnavailableError(DatabaseError):
-    """The database could not be reached before the retry policy gave up."""
+    """The database could not be reached before the retry policy gave up.
+
+    ``reason`` says why it stopped: ``"attempts"``, ``"deadline"`` or ``"budget"``.
+    """
 
     def __init__(
         self,
@@ -110,10 +124,12 @@ class DatabaseUnavailableError(DatabaseError):
         elapsed: float,
         sqlstate: str | None = None,
         driver_error: str | None = None,
+        reason: str = "attempts",
     ) -> None:
         super().__init__(message, sqlstate=sqlstate, driver_error=driver_error)
         self.attempts = attempts
         self.elapsed = elapsed
+        self.reason = reason
 
 
 class CommitOutcomeUnknownError(DatabaseError):

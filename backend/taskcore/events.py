@@ -16,6 +16,7 @@ __all__ = [
     "BudgetExhausted",
     "CommitResolved",
     "Event",
+    "EventHub",
     "GaveUp",
     "RetryScheduled",
     "StaleConnectionReplaced",
@@ -90,40 +91,6 @@ Event = (
     | (UnitFinished)
 )
 
-_lock = threading.Lock()
-_subscribers: list[Callable[[Event], object]] = []
-_counters: Counter[str] = Counter()
-
-
-def subscribe(callback: Callable[[Event], object]) -> Callable[[], None]:
-    """Call ``callback(event)`` for every event in this process; returns an unsubscribe function.
-
-    Callbacks run synchronously in the thread that emits; keep them fast. An exception in a
-    callback is logged (class name only) and never reaches taskcore's caller.
-    """
-    with _lock:
-        _subscribers.append(callback)
-
-    def unsubscribe() -> None:
-        with _lock:
-            if callback in _subscribers:
-                _subscribers.remove(callback)
-
-    return unsubscribe
-
-
-def counters() -> dict[str, int]:
-    """A snapshot of this process's counters (e.g. ``retries``, ``units_committed``)."""
-    with _lock:
-        return dict(_counters)
-
-
-def reset_counters() -> None:
-    """Zero the counters (for tests, or after exporting a snapshot)."""
-    with _lock:
-        _counters.clear()
-
-
 def _counter_name(event: Event) -> str:
     if isinstance(event, RetryScheduled):
         return "retries"
@@ -138,17 +105,81 @@ def _counter_name(event: Event) -> str:
     return f"units_{event.outcome}"
 
 
+class EventHub:
+    """Subscribers and counters; a handle's hub also forwards to the process-wide one."""
+
+    def __init__(self, parent: EventHub | None = None) -> None:
+        self._parent = parent
+        self._lock = threading.Lock()
+        self._subscribers: list[Callable[[Event], object]] = []
+        self._counters: Counter[str] = Counter()
+
+    def subscribe(self, callback: Callable[[Event], object]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event here; returns an unsubscribe function.
+
+        Callbacks run synchronously in the thread that emits; keep them fast. An exception in
+        a callback is logged (class name only) and never reaches taskcore's caller.
+        """
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def counters(self) -> dict[str, int]:
+        """A snapshot of the counters (e.g. ``retries``, ``units_committed``)."""
+        with self._lock:
+            return dict(self._counters)
+
+    def reset_counters(self) -> None:
+        """Zero the counters (for tests, or after exporting a snapshot)."""
+        with self._lock:
+            self._counters.clear()
+
+    def emit(self, event: Event) -> None:
+        """Count ``event``, hand it to every subscriber, then to the parent hub."""
+        with self._lock:
+            self._counters[_counter_name(event)] += 1
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event)
+            except Exception as exc:  # noqa: BLE001 - an observer must never break the observed
+                _log.warning(
+                    "event subscriber failed (%s)",
+                    type(exc).__name__,
+                    extra={"taskcore_event": "subscriber_failed", "error": type(exc).__name__},
+                )
+        if self._parent is not None:
+            self._parent.emit(event)
+
+
+#: Every handle's events, for process-wide observers.
+process = EventHub()
+
+
+def subscribe(callback: Callable[[Event], object]) -> Callable[[], None]:
+    """Call ``callback(event)`` for every event of every handle in this process.
+
+    Returns an unsubscribe function. A handle's own events: ``Database.subscribe``.
+    """
+    return process.subscribe(callback)
+
+
+def counters() -> dict[str, int]:
+    """A snapshot of this process's counters, all handles together."""
+    return process.counters()
+
+
+def reset_counters() -> None:
+    """Zero the process-wide counters."""
+    process.reset_counters()
+
+
 def emit(event: Event) -> None:
-    """Count ``event`` and hand it to every subscriber."""
-    with _lock:
-        _counters[_counter_name(event)] += 1
-        subscribers = list(_subscribers)
-    for callback in subscribers:
-        try:
-            callback(event)
-        except Exception as exc:  # noqa: BLE001 - an observer must never break the observed
-            _log.warning(
-                "event subscriber failed (%s)",
-                type(exc).__name__,
-                extra={"taskcore_event": "subscriber_failed", "error": type(exc).__name__},
-            )
+    """Count ``event`` process-wide and hand it to process-wide subscribers."""
+    process.emit(event)

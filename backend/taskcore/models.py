@@ -274,10 +274,13 @@ def check_idempotency_key(key: object) -> str | None:
     return _check_argument(key, "idempotency_key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
 
 
-def check_task_id(task_id: object) -> int:
+def check_task_id(task_id: object, *, field: str = "task_id") -> int:
     """Validate a task id: an int (not a bool) in the signed 64-bit range both backends bind."""
     if isinstance(task_id, bool) or not isinstance(task_id, int):
-        raise ValidationError("task_id must be an integer", fields=("task_id",))
+        raise ValidationError(f"{field} must be an integer", fields=(field,))
     if not -(2**63) <= task_id < 2**63:
-        raise ValidationError("task_id is out of range", fields=("task_id",))
+        raise ValidationError(
+            f"{field} is out of range (-2**63 .. 2**63-1; task ids are 1 .. 2**63-1)",
+            fields=(field,),
+        )
     return task_id

@@ -13,15 +13,18 @@ from typing import TypeVar
 import tenacity
 
 from taskcore import events
+from taskcore._deadline import Deadline
 from taskcore.budget import RetryBudget
 from taskcore.config import Settings
 from taskcore.errors import (
     CommitOutcomeUnknownError,
     ConflictError,
     DatabaseUnavailableError,
+    PoolExhaustedError,
     TaskcoreError,
     TransientError,
 )
+from taskcore.events import EventHub
 
 __all__ = ["RetryPolicy", "call_with_retries", "no_retry_waits"]
 
@@ -35,15 +38,15 @@ BACKPRESSURE_FLOOR = 1.0
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard to try: at most ``attempts`` tries, never starting a wait past ``deadline``.
+    """How hard to try: at most ``attempts`` tries, all within the call's deadline.
 
     The n-th wait is ``min(wait_max, wait_initial * 2**(n-1)) + uniform(0, wait_jitter)``:
     exponential with a floor (it never drops near zero, unlike "full jitter"), so a waking
-    compute gets real time, and jittered so a fleet does not retry in lock-step.
+    compute gets real time, and jittered so a fleet does not retry in lock-step. A wait that
+    would end past the deadline is not started: the call gives up instead.
     """
 
     attempts: int = 10
-    deadline: float = 30.0
     wait_initial: float = 0.1
     wait_max: float = 5.0
     wait_jitter: float = 0.5
@@ -53,7 +56,6 @@ class RetryPolicy:
         """The policy configured by TASKCORE_RETRY_* settings."""
         return cls(
             attempts=settings.retry_attempts,
-            deadline=settings.retry_deadline,
             wait_initial=settings.retry_wait_initial,
             wait_max=settings.retry_wait_max,
             wait_jitter=settings.retry_wait_jitter,
@@ -95,25 +97,27 @@ def call_with_retries(
     operation: str,
     attempt: Callable[[], T],
     policy: RetryPolicy,
+    deadline: Deadline,
     *,
     budget: RetryBudget | None = None,
+    hub: EventHub = events.process,
 ) -> T:
-    """Run ``attempt`` until it succeeds, fails permanently, or the policy gives up.
+    """Run ``attempt`` until it succeeds, fails permanently, or the policy or deadline stop it.
 
-    Only errors marked ``retryable`` (raised before COMMIT was sent) are retried. When the
-    policy gives up on an unreachable database, DatabaseUnavailableError says how many
-    attempts were made over how long; an exhausted conflict is re-raised as it is. With a
-    ``budget``, each retry spends from it, and once it is spent calls fail fast (see
-    :class:`taskcore.budget.RetryBudget`).
+    This is the one retry loop of a public call. Only errors marked ``retryable`` are retried.
+    What the caller gets when it stops is the outcome table in contracts/errors-and-retries.md:
+    a write that may have been applied -> CommitOutcomeUnknownError; a conflict or an
+    exhausted pool -> that error; otherwise DatabaseUnavailableError saying why it stopped.
+    With a ``budget``, each retry spends from it, and once it is spent calls fail fast.
     """
-    started = time.monotonic()
     if budget is not None and not budget.admit():
-        events.emit(events.GaveUp(operation, 0, 0.0, "budget", None))
+        hub.emit(events.GaveUp(operation, 0, 0.0, "budget", None))
         raise DatabaseUnavailableError(
             f"database unavailable: {operation} failed fast; this process spent its retry "
             f"budget and is probing the database every {budget.probe_interval:g}s or so",
             attempts=0,
             elapsed=0.0,
+            reason="budget",
         )
     refused_by_budget = False
     maybe_applied = False
@@ -128,13 +132,12 @@ def call_with_retries(
 
     # Fast path: almost every call succeeds first time, so tenacity's machinery is only built
     # once an attempt has failed with a retryable error (which it then replays as attempt 1).
-    first_failure: TaskcoreError | None = None
     try:
         result = tracked()
     except TaskcoreError as exc:
         if not exc.retryable:
             raise
-        first_failure = exc
+        first_failure: TaskcoreError = exc
     else:
         if budget is not None:
             budget.record_success()
@@ -148,31 +151,26 @@ def call_with_retries(
             raise first_failure
         return tracked()
 
-    class _BudgetStop(tenacity.stop.stop_base):
-        def __call__(self, state: tenacity.RetryCallState) -> bool:
-            nonlocal refused_by_budget
-            # The budget sheds load when the database is unreachable. A retry that resolves a
-            # lost reply (how the caller learns whether its write happened) and a conflict
-            # retry (the database is up and answering) are not that; both stay bounded by
-            # the policy's attempts and deadline.
-            if budget is None or maybe_applied or isinstance(_outcome_error(state), ConflictError):
-                return False
-            if budget.spend():
-                return False
-            refused_by_budget = True
-            events.emit(events.BudgetExhausted(operation))
-            return True
+    def out_of_budget(state: tenacity.RetryCallState) -> bool:
+        nonlocal refused_by_budget
+        # The budget sheds load when the database is unreachable. A retry that resolves a
+        # lost reply and a conflict retry (the database is up and answering) are not that.
+        if budget is None or maybe_applied or isinstance(_outcome_error(state), ConflictError):
+            return False
+        if budget.spend():
+            return False
+        refused_by_budget = True
+        hub.emit(events.BudgetExhausted(operation))
+        return True
+
+    def out_of_time(state: tenacity.RetryCallState) -> bool:
+        return deadline.remaining() <= (state.upcoming_sleep or 0.0)
 
     retrying = tenacity.Retrying(
-        # Evaluated in order and short-circuited: the budget is only spent on a real retry.
-        stop=tenacity.stop_any(
-            tenacity.stop_after_attempt(policy.attempts),
-            tenacity.stop_before_delay(policy.deadline),
-            _BudgetStop(),
-        ),
+        stop=_Stop(policy.attempts, out_of_time, out_of_budget),
         wait=lambda state: policy.wait(state.attempt_number, _outcome_error(state)),
         retry=tenacity.retry_if_exception(_is_retryable),
-        before_sleep=lambda state: _log_retry(operation, state),
+        before_sleep=lambda state: _log_retry(operation, state, hub),
         sleep=pause,
         reraise=True,
     )
@@ -184,9 +182,42 @@ def call_with_retries(
         if budget is not None:
             budget.record_success()
         return result
-    # Gave up on a transient failure: say what that means for the caller.
     attempts = int(retrying.statistics.get("attempt_number", 1))
-    elapsed = time.monotonic() - started
+    elapsed = deadline.seconds - deadline.remaining()
+    raise _gave_up(
+        operation, last, attempts, elapsed, maybe_applied, refused_by_budget, policy, hub
+    )
+
+
+class _Stop(tenacity.stop.stop_base):
+    """Stop after the policy's attempts, before a wait that would pass the deadline, or when
+    the budget refuses (checked last, so it is only spent on a retry that will happen)."""
+
+    def __init__(
+        self,
+        attempts: int,
+        *checks: Callable[[tenacity.RetryCallState], bool],
+    ) -> None:
+        self._attempts = attempts
+        self._checks = checks
+
+    def __call__(self, state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= self._attempts:
+            return True
+        return any(check(state) for check in self._checks)
+
+
+def _gave_up(
+    operation: str,
+    last: TransientError,
+    attempts: int,
+    elapsed: float,
+    maybe_applied: bool,
+    refused_by_budget: bool,
+    policy: RetryPolicy,
+    hub: EventHub,
+) -> TaskcoreError:
+    """The error a call that stopped retrying raises (the outcome table's last column)."""
     error: TaskcoreError
     if maybe_applied:
         reason = "unknown"
@@ -196,8 +227,9 @@ def call_with_retries(
             sqlstate=last.sqlstate,
             driver_error=last.driver_error,
         )
-    elif isinstance(last, ConflictError):
-        raise last
+    elif isinstance(last, ConflictError | PoolExhaustedError):
+        reason = "conflict" if isinstance(last, ConflictError) else "pool"
+        error = last
     else:
         reason = (
             "budget"
@@ -213,8 +245,9 @@ def call_with_retries(
             elapsed=elapsed,
             sqlstate=last.sqlstate,
             driver_error=last.driver_error,
+            reason=reason,
         )
-    events.emit(events.GaveUp(operation, attempts, elapsed, reason, last.sqlstate))
+    hub.emit(events.GaveUp(operation, attempts, elapsed, reason, last.sqlstate))
     _log.warning(
         "%s: gave up after %d attempt(s) in %.1fs (%s)",
         operation,
@@ -230,20 +263,20 @@ def call_with_retries(
             "sqlstate": last.sqlstate,
         },
     )
-    raise error
+    return error
 
 
 def _outcome_error(state: tenacity.RetryCallState) -> BaseException | None:
     return state.outcome.exception() if state.outcome is not None else None
 
 
-def _log_retry(operation: str, state: tenacity.RetryCallState) -> None:
+def _log_retry(operation: str, state: tenacity.RetryCallState, hub: EventHub) -> None:
     error = _outcome_error(state)
     wait = state.upcoming_sleep
     sqlstate = getattr(error, "sqlstate", None)
     driver = getattr(error, "driver_error", None)
     kind = type(error).__name__
-    events.emit(events.RetryScheduled(operation, state.attempt_number, wait, kind, sqlstate))
+    hub.emit(events.RetryScheduled(operation, state.attempt_number, wait, kind, sqlstate))
     # Only names and codes: never str(error) of a driver exception, never arguments.
     _log.warning(
         "%s: attempt %d failed with %s (%s, sqlstate %s); retrying in %.2fs",

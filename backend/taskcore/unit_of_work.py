@@ -1,113 +1,135 @@
-"""The unit of work: one connection, one transaction, an explicit lifecycle, whole-unit retries."""
+"""The unit of work: one connection, one transaction, declared states, whole-unit retries."""
 
 from __future__ import annotations
 
 import contextlib
 import enum
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, Executable, RootTransaction, Row, func, select
+from sqlalchemy import Connection, Executable
+from sqlalchemy.sql import ClauseElement
 from sqlmodel import Session
 
-from taskcore import events
-from taskcore._resolve import CommitTicket, Outcome, resolve_commit, ticket_statement
+from taskcore._commit import commit_protected, set_statement_timeout
+from taskcore._deadline import Deadline
+from taskcore._link import Link
 from taskcore._translate import Phase, guarded
-from taskcore.engine import current_budget, current_settings, get_engine
-from taskcore.errors import CommitOutcomeUnknownError, TaskcoreError, TransientError, UsageError
+from taskcore.errors import TaskcoreError, UsageError
 from taskcore.repository import TaskRepository
-from taskcore.retry import RetryPolicy, call_with_retries
+
+if TYPE_CHECKING:
+    from taskcore.database import Database
 
 __all__ = ["Isolation", "Status", "UnitOfWork"]
 
 T = TypeVar("T")
 _log = logging.getLogger("taskcore")
-
 Isolation = Literal["read committed", "repeatable read", "serializable"]
-_ISOLATIONS: dict[str, str] = {
-    "read committed": "READ COMMITTED",
-    "repeatable read": "REPEATABLE READ",
-    "serializable": "SERIALIZABLE",
-}
+_ISOLATIONS = ("read committed", "repeatable read", "serializable")
 
 
 class Status(enum.Enum):
-    """Where a unit of work is in its life; it only ever moves forward."""
+    """Where a unit of work is in its life (allowed moves: ``_MOVES``)."""
 
     NEW = "new"
     ACTIVE = "active"
+    DOOMED = "doomed"  # a statement failed: the unit can only roll back (or a savepoint undoes it)
     COMMITTED = "committed"
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"  # COMMIT failed: see the exception for whether the outcome is known
+
+
+_MOVES: dict[Status, frozenset[Status]] = {
+    Status.NEW: frozenset({Status.ACTIVE}),
+    Status.ACTIVE: frozenset({Status.DOOMED, Status.COMMITTED, Status.FAILED, Status.ROLLED_BACK}),
+    Status.DOOMED: frozenset({Status.ACTIVE, Status.ROLLED_BACK}),
+    Status.COMMITTED: frozenset(),
+    Status.ROLLED_BACK: frozenset(),
+    Status.FAILED: frozenset(),
+}
 
 
 class UnitOfWork:
     """One transaction: commits when the ``with`` block ends cleanly, rolls back when it raises.
 
     The caller's own exception comes out unchanged; database errors raised inside the block are
-    already taskcore errors. A unit of work is used once: entering it again, or touching
-    ``tasks``/``session`` outside the block, raises UsageError.
-
-    The connection is taken at the first statement, not on entry: a block that refuses its
-    input sends nothing. Connecting is retried (it is always safe); statements are not: use
-    :meth:`run` to re-run the whole unit on a transient failure.
+    already taskcore errors. A unit of work is used once. The connection is taken at the first
+    statement, so a block that refuses its input sends nothing. Each statement and the COMMIT
+    is bounded by the deadline (``deadline`` seconds, default the ``deadline`` setting); use
+    :meth:`run` (or ``Database.run``) to re-run a whole unit on a transient failure.
     """
 
     def __init__(
         self,
+        database: Database | None = None,
         *,
         read_only: bool = False,
         isolation: Isolation | None = None,
         statement_timeout: float | None = None,
-        _single_statement: bool = False,
-        _retry_connect: bool = True,
-        _operation_key: str | None = None,
-        _operation: str = "UnitOfWork",
-        _attempt: int = 1,
+        deadline: float | None = None,
     ) -> None:
         if isolation is not None and isolation not in _ISOLATIONS:
             raise UsageError(f"isolation must be one of {sorted(_ISOLATIONS)}")
         if statement_timeout is not None and not 0 < statement_timeout < 2**31 / 1000:
             raise UsageError("statement_timeout must be a positive number of seconds")
+        if deadline is not None and not 0 < deadline < float("inf"):
+            raise UsageError("deadline must be a positive number of seconds")
         self.read_only = read_only
         self.isolation = isolation
         #: Seconds any one statement may run (PostgreSQL; SET LOCAL, so pooler-safe).
         self.statement_timeout = statement_timeout
         self.status = Status.NEW
-        #: For one-shot writes: recorded with the write so a re-run cannot apply it twice.
-        self.operation_key = _operation_key
+        #: Not used by units (one-shot writes carry keys); part of the repository's protocol.
+        self.operation_key: str | None = None
         self.dialect_name = ""
-        # Internal: one-shot operations run one autocommit statement (1 round trip, no BEGIN).
-        self._single_statement = _single_statement
-        self._retry_connect = _retry_connect
-        self._operation = _operation
-        self._attempt = _attempt
-        self._engine: Engine | None = None
-        self._connection: Connection | None = None
-        self._transaction: RootTransaction | None = None
+        self._database = database
+        self._seconds = deadline
+        self._deadline: Deadline | None = None  # set for a whole call by Database.run
+        self._operation = "UnitOfWork"
+        self._attempt = 1
+        self._link: Link | None = None
+        self._sa: Connection | None = None
         self._session: Session | None = None
         self._failure: TaskcoreError | None = None
         self._callbacks: list[Callable[[], object]] = []
         self._tasks: TaskRepository | None = None
         self._wrote = False
-        self._started = 0.0
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
         return f"<UnitOfWork status={self.status.value} {mode} isolation={self.isolation}>"
+
+    def _move(self, to: Status) -> None:
+        if to not in _MOVES[self.status]:
+            raise UsageError(
+                f"the unit of work is {self.status.value}; it cannot become {to.value}"
+            )
+        self.status = to
+
+    def _require_active(self) -> None:
+        if self.status is not Status.ACTIVE and self.status is not Status.DOOMED:
+            raise UsageError(f"the unit of work is {self.status.value}, not active")
+
+    @property
+    def database(self) -> Database:
+        """The handle this unit runs on."""
+        if self._database is None:
+            from taskcore.database import default_database
+
+            self._database = default_database()
+        return self._database
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
         if self.status is not Status.NEW:
             raise UsageError(f"a unit of work is used once; this one is {self.status.value}")
-        self._engine = get_engine()
-        self.dialect_name = self._engine.dialect.name
-        self._started = time.monotonic()
-        self.status = Status.ACTIVE
+        self.dialect_name = self.database.dialect.name
+        self._move(Status.ACTIVE)
+        self.database._unit_started(self)
         return self
 
     def __exit__(
@@ -116,128 +138,68 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None and self._failure is None:
+        if exc is None and self.status is Status.ACTIVE:
             try:
                 self._commit()
             finally:
-                self._finished()
-            self._run_callbacks()
+                self.database._unit_finished(self)
+            callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                callback()
             return
         self._rollback_quietly()
-        self._finished()
+        self.database._unit_finished(self)
         if exc is None and self._failure is not None:
-            # The block swallowed a database error; committing what is left would be wrong.
-            raise self._failure
+            raise self._failure  # the block swallowed a database error: committing would be wrong
 
-    def _finished(self) -> None:
-        events.emit(
-            events.UnitFinished(
-                self._operation,
-                self.status.value,
-                time.monotonic() - self._started,
-                self._attempt,
-                self.read_only,
-            )
-        )
+    def _time(self) -> Deadline:
+        if self._deadline is not None:
+            return self._deadline
+        return Deadline(self._seconds or self.database.settings.deadline)
 
     def _commit(self) -> None:
+        link = self._link
         try:
-            if self._transaction is not None:
-                if self._session is not None:
-                    guarded(self._session.flush, Phase.STATEMENT)
-                # Nothing is lost with a read-only COMMIT's reply, an autocommit statement has
-                # already committed (or not), and SQLite has no network to lose a reply on.
-                harmless = self.read_only or self._single_statement or self.dialect_name == "sqlite"
-                phase = Phase.STATEMENT if harmless else Phase.COMMIT
-                ticket = self._take_ticket()
-                try:
-                    guarded(self._transaction.commit, phase)
-                except CommitOutcomeUnknownError:
-                    if ticket is None:
-                        raise
-                    self._resolve(ticket)
+            if link is not None:
+                deadline = self._time()
+                self._flush_session()
+                commit_protected(self, link, deadline, wrote=self._wrote)
         except TaskcoreError:
-            self.status = Status.FAILED
-            self._close_quietly()
+            self._move(Status.FAILED)
+            self._close(reuse=False)
             raise
-        self.status = Status.COMMITTED
-        self._close_quietly()
-
-    def _take_ticket(self) -> CommitTicket | None:
-        """Record the transaction id before COMMIT, when a lost reply would need resolving."""
-        connection = self._connection
-        if connection is None or not self._wrote or self.read_only or self._single_statement:
-            return None
-        server_version = connection.dialect.server_version_info or (0,)
-        if (
-            self.dialect_name != "postgresql"
-            or server_version < (13,)  # pg_current_xact_id() / pg_xact_status() arrived in 13
-            or not current_settings().commit_protection
-        ):
-            return None
-        row = guarded(lambda: connection.execute(ticket_statement()).one(), Phase.STATEMENT)
-        xid, pid = row[0], row[1]
-        return None if xid is None else CommitTicket(xid=str(xid), backend_pid=int(pid))
-
-    def _resolve(self, ticket: CommitTicket) -> None:
-        """Turn a lost COMMIT reply into success, a safe re-run, or an honest 'unknown'."""
-        self._close_quietly()  # the connection is dead; resolution uses a fresh one
-        policy = RetryPolicy.from_settings(current_settings())
-        try:
-            outcome = resolve_commit(get_engine(), ticket, policy)
-        except TaskcoreError:
-            outcome = Outcome.UNKNOWN  # the server could not be asked
-        if outcome is Outcome.COMMITTED:
-            return
-        if outcome is Outcome.ABORTED:
-            raise TransientError(
-                "the connection failed during COMMIT and the server rolled the transaction "
-                "back: nothing was applied"
-            )
-        raise CommitOutcomeUnknownError(
-            "the connection failed during COMMIT and the server could not say whether it was "
-            "applied (transaction status no longer retained, or still undecided)"
-        )
+        self._move(Status.COMMITTED)
+        self._close()
 
     def _rollback_quietly(self) -> None:
         """Roll back; a failure here is logged and never hides the exception already leaving."""
         self._require_active()
-        try:
-            if self._session is not None:
-                self._session.rollback()
-            if self._transaction is not None:
-                self._transaction.rollback()
-        except Exception as exc:  # noqa: BLE001 - the original error matters more
-            _log.warning(
-                "error ignored in rollback (%s); the server rolls back a transaction whose "
-                "connection is gone",
-                type(exc).__name__,
-                extra={"taskcore_event": "rollback_failed", "error": type(exc).__name__},
-            )
-        self.status = Status.ROLLED_BACK
-        self._close_quietly()
+        link = self._link
+        if link is not None:
+            try:
+                self.database._end(link, commit=False, deadline=self._time())
+            except TaskcoreError as error:
+                _log.warning(
+                    "error ignored in rollback (%s); the server rolls back a transaction whose "
+                    "connection is gone",
+                    type(error).__name__,
+                    extra={"taskcore_event": "rollback_failed", "error": type(error).__name__},
+                )
+                link.broken = True
+        self._move(Status.ROLLED_BACK)
+        self._close()
 
-    def _close_quietly(self) -> None:
-        """Give the connection back to the pool (a dead one is discarded)."""
+    def _close(self, *, reuse: bool = True) -> None:
         session, self._session = self._session, None
-        connection, self._connection = self._connection, None
-        self._transaction = None
-        try:
+        sa, self._sa = self._sa, None
+        link, self._link = self._link, None
+        with contextlib.suppress(Exception):
             if session is not None:
                 session.close()
-            if connection is not None:
-                connection.close()
-        except Exception as exc:  # noqa: BLE001 - closing must not mask the outcome
-            _log.warning(
-                "error ignored in close (%s)",
-                type(exc).__name__,
-                extra={"taskcore_event": "close_failed", "error": type(exc).__name__},
-            )
-
-    def _run_callbacks(self) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback()
+            if sa is not None:
+                sa.close()  # after COMMIT/ROLLBACK: its own rollback finds nothing to undo
+        if link is not None:
+            link.close(reuse=reuse)
 
     # -- what the block uses -----------------------------------------------------------------
 
@@ -253,17 +215,14 @@ class UnitOfWork:
     def session(self) -> Session:
         """A SQLModel session inside this unit's transaction, for ORM use.
 
-        It joins the unit's transaction (its commit does not end it) and is flushed before
-        the unit's own statements and COMMIT. Errors raised through it are not translated:
-        use :meth:`run_statement` for taskcore's error handling.
+        It joins the unit's transaction (its commit does not end it) and is flushed before the
+        unit's own statements and COMMIT. Errors raised through it are not translated: use
+        :meth:`run_statement` for taskcore's error handling.
         """
         self._require_active()
-        if self._single_statement:
-            raise UsageError("a one-shot operation has no session")
-        connection = self._connect()
         self._wrote = True  # whatever the caller does through the session may write
         if self._session is None:
-            self._session = Session(bind=connection, expire_on_commit=False)
+            self._session = Session(bind=self._connection(), expire_on_commit=False)
         return self._session
 
     def on_commit(self, callback: Callable[[], object]) -> None:
@@ -275,38 +234,66 @@ class UnitOfWork:
         self._require_active()
         self._callbacks.append(callback)
 
+    def claim(self, key: str) -> bool:
+        """Record ``key`` with this unit: True if new, False if a committed unit recorded it.
+
+        Makes a redelivered job's unit a no-op: ``if uow.claim(job_id): ...``. Keys are kept
+        for the operation-key retention (contracts/exactly-once.md).
+        """
+        return self.tasks.claim(key)
+
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
         """A nested block: an exception inside rolls back only that block's changes, then
         propagates; catch it outside the ``with`` to carry on with the rest of the unit."""
         self._require_active()
-        if self._single_statement:
-            raise UsageError("savepoints need a transaction")
-        connection = self._connect()
+        link = self._open()
         self._flush_session()
-        nested = guarded(connection.begin_nested, Phase.STATEMENT)
-        failure_before = self._failure
+        name = self.database._savepoint_name()
+        link.savepoint(name, self._time())
+        failure_before, status_before = self._failure, self.status
         try:
             yield
             self._flush_session()
         except BaseException:
-            if nested.is_active:
-                try:
-                    guarded(nested.rollback, Phase.STATEMENT)
-                except TaskcoreError as rollback_error:
-                    self._failure = self._failure or rollback_error
-                else:
-                    self._failure = failure_before  # the savepoint undid the failed statement
-                    if self._session is not None:
-                        self._session.expire_all()  # objects may hold undone changes
+            try:
+                link.rollback_to(name, self._time())
+            except TaskcoreError as rollback_error:
+                self._failure = self._failure or rollback_error
+            else:
+                self._failure = failure_before  # the savepoint undid the failed statement
+                if self.status is not status_before:
+                    self._move(status_before)
+                if self._session is not None:
+                    self._session.expire_all()  # objects may hold undone changes
             raise
-        guarded(nested.commit, Phase.STATEMENT)
+        link.release(name, self._time())
 
     def _flush_session(self) -> None:
         if self._session is not None:
             guarded(self._session.flush, Phase.STATEMENT)
 
-    # -- running statements (the repository's StatementRunner) -------------------------------
+    # -- running statements ------------------------------------------------------------------
+
+    def fetch(
+        self,
+        statement: ClauseElement,
+        params: Mapping[str, Any],
+        *,
+        writes: bool,
+        idempotent: bool = False,
+    ) -> list[Any]:
+        """Run a cached statement shape of the repository (the hot path); rows as sequences."""
+        link = self._ready(writes)
+        try:
+            return link.fetch(statement, params, Phase.STATEMENT, self._time())
+        except TaskcoreError as error:
+            self._doom(error)
+            raise
+
+    def columns(self, statement: ClauseElement) -> tuple[str, ...]:
+        """Column names of ``statement``'s rows."""
+        return self._open().columns(statement)
 
     def run_statement(
         self,
@@ -314,80 +301,55 @@ class UnitOfWork:
         parameters: dict[str, Any] | list[dict[str, Any]] | None = None,
         *,
         writes: bool,
-        idempotent: bool = False,
-    ) -> Sequence[Row[Any]]:
-        """Run one SQLAlchemy Core statement in this unit of work; return its rows.
+    ) -> Sequence[Any]:
+        """Run any SQLAlchemy Core statement in this unit; its rows ([] if it returns none).
 
         Errors come out as taskcore errors. A list of ``parameters`` runs it as executemany.
-        ``idempotent`` says re-running the statement after a lost reply cannot apply it twice
-        (it carries an operation or idempotency key), so a one-shot may retry it.
         """
+        self._ready(writes)
+        connection = self._connection()
+
+        def run() -> Sequence[Any]:
+            result = connection.execute(statement, parameters)
+            return result.all() if result.returns_rows else []
+
+        try:
+            return guarded(run, Phase.STATEMENT)
+        except TaskcoreError as error:
+            self._doom(error)
+            raise
+
+    def _ready(self, writes: bool) -> Link:
         self._require_active()
         if writes and self.read_only:
             raise UsageError("this unit of work is read-only")
         if self._failure is not None:
             raise UsageError("an earlier statement in this unit of work failed; it must roll back")
-        connection = self._connect()
+        link = self._open()
         self._flush_session()
         self._wrote = self._wrote or writes
-        # In autocommit mode a write commits as it runs: losing its reply loses the outcome,
-        # unless the statement is keyed so that running it again is harmless. SQLite runs in
-        # this process: an error there is never a lost reply.
-        phase = Phase.STATEMENT
-        if writes and self._single_statement and self.dialect_name != "sqlite":
-            phase = Phase.KEYED_COMMIT if idempotent else Phase.COMMIT
-        try:
-            return guarded(lambda: connection.execute(statement, parameters).all(), phase)
-        except TaskcoreError as error:
-            self._failure = error
-            raise
+        return link
 
-    def _connect(self) -> Connection:
-        """Check out a connection and begin (mode changes are client-side: no round trip)."""
-        if self._connection is not None:
-            return self._connection
-        engine = self._engine
-        assert engine is not None  # set on entry; _require_active ran before
+    def _doom(self, error: TaskcoreError) -> None:
+        self._failure = error
+        if self.status is Status.ACTIVE:
+            self._move(Status.DOOMED)
 
-        def checkout() -> None:
-            connection = engine.connect()
-            try:
-                dbapi = connection.connection.dbapi_connection
-                if dbapi is not None and self.dialect_name == "postgresql":
-                    if self._single_statement:
-                        dbapi.autocommit = True
-                    else:
-                        dbapi.set_session(
-                            isolation_level=_ISOLATIONS.get(self.isolation or "", "DEFAULT"),
-                            readonly=self.read_only or "DEFAULT",
-                        )
-                transaction = connection.begin()
-                if self.statement_timeout is not None and self.dialect_name == "postgresql":
-                    # set_config(..., is_local => true) is SET LOCAL: it ends with the
-                    # transaction, so it is safe behind PgBouncer's transaction pooling.
-                    milliseconds = str(round(self.statement_timeout * 1000))
-                    connection.execute(
-                        select(func.set_config("statement_timeout", milliseconds, True))
-                    )
-            except BaseException:
-                connection.close()
-                raise
-            self._connection, self._transaction = connection, transaction
+    def _open(self) -> Link:
+        """Check out a connection and begin (first statement only)."""
+        if self._link is None:
+            self._require_active()
+            self._link = self.database._begin(self, self._time(), retry=self._deadline is None)
+            if self.statement_timeout is not None:
+                set_statement_timeout(self._link, self.statement_timeout, self._time())
+        return self._link
 
-        def attempt() -> None:
-            guarded(checkout, Phase.CONNECT)
-
-        if self._retry_connect:
-            policy = RetryPolicy.from_settings(current_settings())
-            call_with_retries("connect", attempt, policy, budget=current_budget())
-        else:
-            attempt()
-        assert self._connection is not None
-        return self._connection
-
-    def _require_active(self) -> None:
-        if self.status is not Status.ACTIVE:
-            raise UsageError(f"the unit of work is {self.status.value}, not active")
+    def _connection(self) -> Connection:
+        if self._sa is None:
+            link = self._open()
+            self._sa = link.sa_connection(self.database._lending_engine())
+            self._sa.begin()  # joins the transaction the Link began (no statement is sent)
+        return self._sa
 
     # -- re-running a whole unit -------------------------------------------------------------
 
@@ -399,57 +361,18 @@ class UnitOfWork:
         read_only: bool = False,
         isolation: Isolation | None = None,
         statement_timeout: float | None = None,
-        policy: RetryPolicy | None = None,
+        deadline: float | None = None,
+        policy: Any = None,
     ) -> T:
-        """Run ``fn`` in a fresh unit of work, re-running it whole on a transient failure.
+        """Run ``fn`` in a fresh unit of work on the default handle, re-running it whole on a
+        transient failure (see ``Database.run``)."""
+        from taskcore.database import default_database
 
-        A transient failure is one raised before COMMIT was sent (disconnect, cold start,
-        serialization failure, deadlock): nothing was applied, so re-running is safe. A
-        failure while COMMIT was in flight raises CommitOutcomeUnknownError and is never re-run.
-        """
-        name = getattr(fn, "__qualname__", type(fn).__name__)
-        return run_unit(
-            f"UnitOfWork.run({name})",
+        return default_database().run(
             fn,
+            read_only=read_only,
+            isolation=isolation,
+            statement_timeout=statement_timeout,
+            deadline=deadline,
             policy=policy,
-            read_only=read_only,
-            isolation=isolation,
-            statement_timeout=statement_timeout,
         )
-
-
-def run_unit(
-    operation: str,
-    fn: Callable[[UnitOfWork], T],
-    *,
-    policy: RetryPolicy | None = None,
-    read_only: bool = False,
-    isolation: Isolation | None = None,
-    statement_timeout: float | None = None,
-    single_statement: bool = False,
-    operation_key: str | None = None,
-) -> T:
-    """Run ``fn`` in a fresh unit of work per attempt under the retry policy.
-
-    ``operation_key`` is given to every attempt's unit: the same key across attempts is what
-    makes a re-run after a lost reply find the first attempt's write instead of repeating it.
-    """
-    retry_policy = policy or RetryPolicy.from_settings(current_settings())
-    attempts = 0
-
-    def attempt() -> T:
-        nonlocal attempts
-        attempts += 1
-        with UnitOfWork(
-            read_only=read_only,
-            isolation=isolation,
-            statement_timeout=statement_timeout,
-            _single_statement=single_statement,
-            _retry_connect=False,  # this loop retries the connect too: one layer of retries
-            _operation_key=operation_key,
-            _operation=operation,
-            _attempt=attempts,
-        ) as uow:
-            return fn(uow)
-
-    return call_with_retries(operation, attempt, retry_policy, budget=current_budget())

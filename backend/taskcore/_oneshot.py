@@ -1,0 +1,103 @@
+"""The one-shot runner: one autocommit statement per call (1 round trip), keyed for retries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy.sql import ClauseElement
+
+from taskcore import events
+from taskcore._deadline import Deadline
+from taskcore._link import Link
+from taskcore._translate import Phase
+from taskcore.repository import TaskRepository
+from taskcore.retry import call_with_retries
+
+if TYPE_CHECKING:
+    from taskcore.database import Database
+
+__all__ = ["run_oneshot"]
+
+T = TypeVar("T")
+
+
+class _OneShot:
+    """The repository's statement runner for one call's attempt: autocommit, no BEGIN."""
+
+    __slots__ = ("_database", "_deadline", "_link", "dialect_name", "operation_key")
+
+    def __init__(self, database: Database, deadline: Deadline, operation_key: str | None) -> None:
+        self._database = database
+        self._deadline = deadline
+        self._link: Link | None = None
+        self.dialect_name = database.dialect.name
+        self.operation_key = operation_key
+
+    def fetch(
+        self,
+        statement: ClauseElement,
+        params: Mapping[str, Any],
+        *,
+        writes: bool,
+        idempotent: bool = False,
+    ) -> list[Any]:
+        link = self._link or self._open()
+        # An autocommit write commits as it runs: losing its reply loses the outcome, unless the
+        # statement is keyed so that running it again is harmless. SQLite runs in this process
+        # and an isolated (test) handle works inside one transaction: no reply to lose.
+        phase = Phase.STATEMENT
+        if writes and link.postgres and not self._database.is_isolated:
+            phase = Phase.KEYED_COMMIT if idempotent else Phase.COMMIT
+        return link.fetch(statement, params, phase, self._deadline)
+
+    def columns(self, statement: ClauseElement) -> tuple[str, ...]:
+        return (self._link or self._open()).columns(statement)
+
+    def _open(self) -> Link:
+        self._link = self._database._open_link(self._deadline, oneshot=True)
+        return self._link
+
+    def close(self, ok: bool) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            self._database._oneshot_done(link, ok=ok, deadline=self._deadline)
+
+
+def run_oneshot(
+    database: Database,
+    operation: str,
+    fn: Callable[[TaskRepository], T],
+    *,
+    operation_key: str | None = None,
+    deadline: float | None = None,
+) -> T:
+    """Run ``fn`` on a repository whose statements autocommit, under the call's one deadline."""
+    clock = Deadline(deadline or database.settings.deadline)
+    attempts = 0
+
+    def attempt() -> T:
+        nonlocal attempts
+        attempts += 1
+        started = time.monotonic()
+        shot = _OneShot(database, clock, operation_key)
+        outcome = "rolled_back"
+        try:
+            result = fn(TaskRepository(shot))
+            outcome = "committed"
+            return result
+        finally:
+            shot.close(ok=outcome == "committed")
+            database.events.emit(
+                events.UnitFinished(operation, outcome, time.monotonic() - started, attempts, False)
+            )
+
+    return call_with_retries(
+        operation,
+        attempt,
+        database.policy,
+        clock,
+        budget=database.budget,
+        hub=database.events,
+    )
