@@ -1,8 +1,9 @@
 """Run the console app: ``python3 src/run.py <todo args>``, e.g. ``add "Buy groceries"``.
 
 Needs only Python 3.11+: on first use it creates ``.venv`` at the repo root and installs the
-project into it (``-e .[dev]``); it reinstalls only when pyproject.toml changes. Standard
-library only, because it runs before any dependency exists. tests/run.py reuses `bootstrap`.
+project into it with its runtime dependencies only (``-e .``: no test or dev tools); it
+reinstalls only when pyproject.toml changes. Standard library only, because it runs before any
+dependency exists. tests/run.py reuses `bootstrap`, which by default installs ``-e .[dev]``.
 """
 
 from __future__ import annotations
@@ -15,14 +16,25 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = REPO / ".venv"
-_BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-# Holds the hash of the pyproject.toml last installed, so unchanged projects skip pip entirely.
-_STAMP = VENV / ".taskcore-install.sha256"
+# Holds the hash of the pyproject.toml last installed and what was installed ("runtime" or
+# "dev"), so unchanged projects skip pip entirely. A bare hash was written by older versions,
+# which always installed the dev tools.
+_STAMP_NAME = ".taskcore-install.sha256"
+_RUNTIME, _DEV = "runtime", "dev"
 
 
-def venv_bin(name: str) -> Path:
-    """Path of an executable inside the repo's virtualenv."""
-    return _BIN / (f"{name}.exe" if os.name == "nt" else name)
+def venv_bin(name: str, venv: Path = VENV) -> Path:
+    """Path of an executable inside the virtualenv (the repo's by default)."""
+    folder = venv / ("Scripts" if os.name == "nt" else "bin")
+    return folder / (f"{name}.exe" if os.name == "nt" else name)
+
+
+def install_needed(stamp: str, digest: str, *, dev: bool) -> bool:
+    """Whether pip must run: pyproject.toml changed, or the dev tools are wanted but missing."""
+    installed_digest, _, kind = stamp.strip().partition(" ")
+    if installed_digest != digest:
+        return True
+    return dev and (kind or _DEV) != _DEV
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -31,17 +43,22 @@ def _fail(message: str, code: int = 1) -> None:
     raise SystemExit(code)
 
 
-def bootstrap() -> Path:
-    """Make sure .venv exists with the project installed; return its python."""
+def bootstrap(*, dev: bool = True, venv: Path = VENV) -> Path:
+    """Make sure ``venv`` exists with the project installed; return its python.
+
+    ``dev`` (the default, for tests/run.py) installs ``-e .[dev]``: the test and lint tools
+    too. The app needs only ``dev=False``: ``-e .`` with the runtime dependencies; a venv
+    already holding the dev tools for this pyproject.toml serves it as it is.
+    """
     # Older interpreters can run this far; say why we stop instead of failing somewhere odd.
     if sys.version_info < (3, 11):  # noqa: UP036
         _fail(f"Python 3.11+ is required, this is {sys.version.split()[0]}")
-    python = venv_bin("python")
+    python = venv_bin("python", venv)
     if not python.exists():
-        print(f"run.py: creating {VENV.relative_to(REPO)} ...", file=sys.stderr)
+        print(f"run.py: creating {_shown(venv)} ...", file=sys.stderr)
         # A subprocess, not venv.create(): its error (e.g. ensurepip missing) reaches the user.
         created = subprocess.run(  # noqa: S603 - our own interpreter, fixed arguments
-            [sys.executable, "-m", "venv", str(VENV)], check=False
+            [sys.executable, "-m", "venv", str(venv)], check=False
         )
         if created.returncode != 0:
             _fail(
@@ -49,25 +66,21 @@ def bootstrap() -> Path:
                 created.returncode,
             )
     digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
+    stamp = venv / _STAMP_NAME
     try:
-        installed = _STAMP.read_text().strip()
+        installed = stamp.read_text()
     except OSError:
         installed = ""
-    if installed != digest:
-        print("run.py: installing the project and its dev tools into .venv ...", file=sys.stderr)
+    if install_needed(installed, digest, dev=dev):
+        target = f"{REPO}[dev]" if dev else str(REPO)
+        shown = "-e .[dev]" if dev else "-e ."
+        what = "the project and its dev tools" if dev else "the project"
+        print(f"run.py: installing {what} into {_shown(venv)} ...", file=sys.stderr)
         # Output is kept back and shown in full only on failure: a successful install says
         # nothing, while build-backend warnings would otherwise bury the test output.
+        quiet = ["-q", "--disable-pip-version-check"]
         pip = subprocess.run(  # noqa: S603 - the venv's pip, fixed arguments
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "-e",
-                f"{REPO}[dev]",
-            ],
+            [str(python), "-m", "pip", "install", *quiet, "-e", target],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -76,9 +89,17 @@ def bootstrap() -> Path:
         )
         if pip.returncode != 0:
             sys.stderr.write(pip.stdout)
-            _fail("pip install -e .[dev] failed (output above)", pip.returncode)
-        _STAMP.write_text(digest + "\n")
+            _fail(f"pip install {shown} failed (output above)", pip.returncode)
+        stamp.write_text(f"{digest} {_DEV if dev else _RUNTIME}\n")
     return python
+
+
+def _shown(venv: Path) -> str:
+    """``venv`` relative to the repo when inside it (``.venv``), else in full."""
+    try:
+        return str(venv.relative_to(REPO))
+    except ValueError:
+        return str(venv)
 
 
 def exec_in_venv(program: Path, args: list[str]) -> None:
@@ -90,8 +111,8 @@ def exec_in_venv(program: Path, args: list[str]) -> None:
 
 
 def main() -> None:
-    """Bootstrap, then run `todo` with this script's arguments."""
-    bootstrap()
+    """Bootstrap (runtime dependencies only), then run `todo` with this script's arguments."""
+    bootstrap(dev=False)
     exec_in_venv(venv_bin("todo"), sys.argv[1:])
 
 

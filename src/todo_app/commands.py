@@ -1,58 +1,57 @@
-"""What each subcommand does, on taskcore's public API; output goes through ``render``."""
+"""What each task subcommand does, on taskcore's public API; output goes through ``Output``."""
 
 from __future__ import annotations
 
 import shutil
-from typing import TextIO
 
 import taskcore
-from taskcore import NotFoundError, TaskCreate, TaskUpdate
+from taskcore import NotFoundError, Task, TaskCreate, TaskUpdate
 from todo_app import render
+from todo_app.output import Output, task_document
 
-__all__ = ["add", "delete", "doctor", "list_tasks", "show", "toggle", "update"]
-
-# What the table assumes when stdout is not a terminal (and COLUMNS is unset).
-_FALLBACK_COLUMNS = 100
+__all__ = ["add", "delete", "list_tasks", "set_completed", "show", "toggle", "update"]
 
 
-def _emit(out: TextIO, lines: list[str]) -> None:
-    for line in lines:
-        print(line, file=out)
-    out.flush()
+def _task(out: Output, verb: str, task: Task) -> int:
+    out.emit([f"{verb} task {render.task_line(task)}"], task_document(task))
+    return 0
 
 
-def add(out: TextIO, *, title: str, description: str | None, user: str) -> int:
+def add(out: Output, *, title: str, description: str | None, user: str) -> int:
     """Store a new task owned by ``user`` and print it."""
     data = TaskCreate(title=title, description=description)  # validated before any SQL
     taskcore.init_db()
-    task = taskcore.create_task(data, user_id=user)
-    _emit(out, [f"added task {render.task_line(task)}"])
-    return 0
+    return _task(out, "added", taskcore.create_task(data, user_id=user))
 
 
-def list_tasks(out: TextIO, *, user: str | None, completed: bool | None) -> int:
-    """Print ``user``'s tasks (everyone's when None) as a table, maybe only done/pending ones."""
+def list_tasks(out: Output, *, user: str | None, completed: bool | None) -> int:
+    """Print ``user``'s tasks (everyone's when None), maybe only the done or pending ones.
+
+    The table is cut to the terminal's width only when stdout is a terminal: piped or
+    redirected, every title and description is printed in full.
+    """
     taskcore.init_db()
-    tasks = taskcore.get_tasks(user_id=user)
-    if completed is not None:
-        tasks = [task for task in tasks if task.completed is completed]
-    columns = shutil.get_terminal_size((_FALLBACK_COLUMNS, 24)).columns
-    _emit(out, render.task_table(tasks, show_user=user is None, width=columns))
+    tasks = taskcore.get_tasks(user_id=user, completed=completed)
+    width = shutil.get_terminal_size().columns if out.is_terminal() else None
+    out.emit(
+        render.task_table(tasks, show_user=user is None, width=width),
+        [task_document(task) for task in tasks],
+    )
     return 0
 
 
-def show(out: TextIO, *, task_id: int, user: str) -> int:
+def show(out: Output, *, task_id: int, user: str) -> int:
     """Print every field of one of ``user``'s tasks."""
     taskcore.init_db()
     task = taskcore.get_task(task_id, user_id=user)
     if task is None:
         raise NotFoundError(task_id)
-    _emit(out, render.task_details(task))
+    out.emit(render.task_details(task), task_document(task))
     return 0
 
 
 def update(
-    out: TextIO,
+    out: Output,
     *,
     task_id: int,
     user: str,
@@ -70,33 +69,26 @@ def update(
         changes["description"] = description
     data = TaskUpdate.model_validate(changes)  # validated before any SQL
     taskcore.init_db()
-    task = taskcore.update_task(task_id, data, user_id=user)
-    _emit(out, [f"updated task {render.task_line(task)}"])
-    return 0
+    return _task(out, "updated", taskcore.update_task(task_id, data, user_id=user))
 
 
-def toggle(out: TextIO, *, task_id: int, user: str) -> int:
+def set_completed(out: Output, *, task_id: int, user: str, completed: bool) -> int:
+    """Mark one of ``user``'s tasks done or pending, whatever it was: running it twice is safe."""
+    taskcore.init_db()
+    task = taskcore.update_task(task_id, TaskUpdate(completed=completed), user_id=user)
+    return _task(out, "completed" if completed else "reopened", task)
+
+
+def toggle(out: Output, *, task_id: int, user: str) -> int:
     """Flip one of ``user``'s tasks between done and pending and print it."""
     taskcore.init_db()
-    task = taskcore.toggle_complete(task_id, user_id=user)
-    _emit(out, [f"toggled task {render.task_line(task)}"])
-    return 0
+    return _task(out, "toggled", taskcore.toggle_complete(task_id, user_id=user))
 
 
-def delete(out: TextIO, *, task_id: int, user: str) -> int:
+def delete(out: Output, *, task_id: int, user: str) -> int:
     """Delete one of ``user``'s tasks."""
     taskcore.init_db()
     if not taskcore.delete_task(task_id, user_id=user):
         raise NotFoundError(task_id)
-    _emit(out, [f"deleted task {task_id}"])
-    return 0
-
-
-def doctor(out: TextIO) -> int:
-    """Print the settings, then connect once and print what was measured.
-
-    The settings are printed first, so a failed connection still shows where it went.
-    """
-    _emit(out, render.settings_lines(taskcore.load_settings()))
-    _emit(out, render.doctor_lines(taskcore.check_connection()))
+    out.emit([f"deleted task {task_id}"], {"id": task_id, "deleted": True})
     return 0

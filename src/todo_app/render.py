@@ -1,4 +1,4 @@
-"""Turning tasks and diagnostics into text for a terminal: pure functions, no I/O."""
+"""Turning tasks into text for a terminal: pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
-from taskcore import ConnectionReport, Settings, Task
+from taskcore import Task
 
 __all__ = [
-    "doctor_lines",
-    "settings_lines",
+    "printable",
     "task_details",
     "task_line",
     "task_table",
@@ -28,7 +27,7 @@ _ESCAPED_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def _printable(text: str, *, keep_newlines: bool = False) -> str:
+def printable(text: str, *, keep_newlines: bool = False) -> str:
     """Escape control characters (newline, tab, ESC, bidi overrides...): no garbled terminals."""
     out = []
     for char in text:
@@ -75,12 +74,12 @@ def _status(task: Task) -> str:
 
 
 def _user(user_id: str) -> str:
-    return _printable(user_id) if user_id else "(default)"
+    return printable(user_id) if user_id else "(default)"
 
 
 def task_line(task: Task) -> str:
     """One task in one line: ``<id> [x] <title>``."""
-    return f"{task.id} {_status(task)} {_printable(task.title)}"
+    return f"{task.id} {_status(task)} {printable(task.title)}"
 
 
 def _split(room: int, title_need: int, description_need: int) -> tuple[int, int]:
@@ -97,26 +96,35 @@ def _split(room: int, title_need: int, description_need: int) -> tuple[int, int]
     return title_width, description_width
 
 
-def task_table(tasks: Sequence[Task], *, show_user: bool = False, width: int = 100) -> list[str]:
-    """An aligned table of ``tasks`` fitting ``width`` columns, with a summary line at the end."""
+def task_table(
+    tasks: Sequence[Task], *, show_user: bool = False, width: int | None = 100
+) -> list[str]:
+    """An aligned table of ``tasks`` with a summary line at the end.
+
+    With a ``width`` (a terminal's), long titles and descriptions are cut to fit it; with None
+    (stdout is a file or a pipe) every cell is shown in full.
+    """
     if not tasks:
         return ["no tasks"]
-    width = max(width, _TABLE_WIDTH_MIN)
     ids = [str(task.id) for task in tasks]
     users = [_user(task.user_id) for task in tasks]
     id_width = max(2, *(len(i) for i in ids))
-    user_width = min(20, max(4, *(_width(u) for u in users))) if show_user else 0
+    user_width = max(4, *(_width(u) for u in users)) if show_user else 0
+    if width is not None:
+        user_width = min(user_width, 20)
     created_width = len("YYYY-MM-DD HH:MM")
     # id, status, created and (maybe) user, each followed by two spaces
     fixed = id_width + 2 + 4 + 2 + created_width + 2 + (user_width + 2 if show_user else 0)
-    titles = [_printable(task.title) for task in tasks]
-    descriptions = [_printable(task.description or "") for task in tasks]
-    room = max(width - fixed, _TITLE_MIN)
-    title_width, description_width = _split(
-        room,
-        max(len("TITLE"), *(_width(t) for t in titles)),
-        max(_width(d) for d in descriptions),
-    )
+    titles = [printable(task.title) for task in tasks]
+    descriptions = [printable(task.description or "") for task in tasks]
+    title_need = max(len("TITLE"), *(_width(t) for t in titles))
+    description_need = max(_width(d) for d in descriptions)
+    if width is None:
+        title_width = title_need
+        description_width = max(description_need, len("DESCRIPTION")) if description_need else 0
+    else:
+        room = max(max(width, _TABLE_WIDTH_MIN) - fixed, _TITLE_MIN)
+        title_width, description_width = _split(room, title_need, description_need)
     show_description = description_width > 0
 
     def row(
@@ -150,39 +158,13 @@ def task_details(task: Task) -> list[str]:
     elif not task.description:
         description = "(empty)"
     else:
-        description = _printable(task.description, keep_newlines=True).replace("\n", "\n" + indent)
+        description = printable(task.description, keep_newlines=True).replace("\n", "\n" + indent)
     return [
         f"id:          {task.id}",
-        f"title:       {_printable(task.title)}",
+        f"title:       {printable(task.title)}",
         f"status:      {'done' if task.completed else 'pending'}",
         f"description: {description}",
         f"user:        {_user(task.user_id)}",
         f"created:     {_local(task.created_at, _TIMESTAMP_FORMAT)}",
         f"updated:     {_local(task.updated_at, _TIMESTAMP_FORMAT)}",
-    ]
-
-
-def settings_lines(settings: Settings) -> list[str]:
-    """The backend, masked URL and pool/retry settings: what ``doctor`` knows before connecting."""
-    pool_note = "" if settings.backend == "postgresql" else " (PostgreSQL only)"
-    return [
-        f"backend:         {settings.backend}",
-        f"url:             {settings.masked_url}",
-        f"pool:            size {settings.pool_size}, max overflow {settings.pool_max_overflow},"
-        f" checkout timeout {settings.pool_timeout:g} s,"
-        f" recycle after {settings.pool_recycle:g} s{pool_note}",
-        f"connect timeout: {settings.connect_timeout} s{pool_note}",
-        f"retries:         up to {settings.retry_attempts} attempts within"
-        f" {settings.retry_deadline:g} s, waits {settings.retry_wait_initial:g}"
-        f"-{settings.retry_wait_max:g} s + jitter up to {settings.retry_wait_jitter:g} s",
-    ]
-
-
-def doctor_lines(report: ConnectionReport) -> list[str]:
-    """What the connection check measured."""
-    return [
-        f"server version:  {_printable(report.server_version)}",
-        f"connect:         {report.connect_seconds * 1000:.1f} ms",
-        f"round trip:      {report.round_trip_seconds * 1000:.1f} ms",
-        "status:          ok",
     ]
