@@ -74,9 +74,11 @@ class Pool:
         size: int,
         idle_timeout: float,
         recycle: float,
+        on_stale: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
+        self._on_stale = on_stale
         self.size = size
         self._idle_timeout = idle_timeout
         self._recycle = recycle
@@ -164,9 +166,19 @@ class Pool:
                 self._idle.append(pooled)
 
     def _usable(self, pooled: Pooled) -> bool:
+        """Not too old, and not closed by the server while idle (seen locally: no round trip).
+
+        An idle connection has nothing to read. When Neon suspends a compute (or the server
+        restarts) the server sends a FATAL 57P01 and closes the socket, which makes it
+        readable: a zero-timeout poll sees that, and the connection is replaced before any
+        statement was sent, so nothing needs retrying.
+        """
         if self._clock() - pooled.born > self._recycle:
             return False
-        return not _closed(pooled.dbapi) and not _readable(pooled.dbapi)
+        if _closed(pooled.dbapi) or _readable(pooled.dbapi):
+            self._on_stale()
+            return False
+        return True
 
     def _close_idle_expired(self) -> None:
         # Called with the lock held. The left end is the least recently used.

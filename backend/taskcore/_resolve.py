@@ -93,7 +93,7 @@ def resolve_commit(
     status_query, end_stuck_backend = _status_statements()
     asked = 0
     outcome = Outcome.UNKNOWN
-    while not deadline.expired:
+    while not deadline.expired and asked < policy.attempts:
         asked += 1
         status: str | None = "in progress"
         try:

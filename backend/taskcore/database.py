@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_log = logging.getLogger("taskcore")
 
 
 class Database:
@@ -347,9 +349,17 @@ class Database:
                         size=s.pool_size,
                         idle_timeout=s.pool_idle_timeout,
                         recycle=s.pool_recycle,
+                        on_stale=self._stale_replaced,
                     )
                 pool = self._pool
         return pool
+
+    def _stale_replaced(self) -> None:
+        _log.info(
+            "replacing a pooled connection the server closed",
+            extra={"taskcore_event": "stale_connection_replaced"},
+        )
+        self.events.emit(events.StaleConnectionReplaced())
 
     def _open_link(self, deadline: Deadline, *, oneshot: bool = False) -> Link:
         """A connection from the pool; for a one-shot, in autocommit (or a savepoint)."""

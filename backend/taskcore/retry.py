@@ -63,7 +63,7 @@ class RetryPolicy:
 
     def wait(self, attempt: int, error: BaseException | None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.wait_max, self.wait_initial * 2.0 ** (attempt - 1))
+        base = min(self.wait_max, self.wait_initial * 2.0 ** min(attempt - 1, 64))
         if isinstance(error, TransientError) and error.backpressure:
             base = max(BACKPRESSURE_FLOOR, base * BACKPRESSURE_FACTOR)
         return base + random.uniform(0, self.wait_jitter)

@@ -9,10 +9,16 @@ import pytest
 
 import taskcore
 from taskcore._resolve import CommitTicket, Outcome, resolve_commit
-from taskcore.engine import get_engine
+from taskcore._deadline import Deadline
 from taskcore.retry import RetryPolicy
 
 pytestmark = pytest.mark.postgres
+
+
+def _resolve(ticket: CommitTicket) -> Outcome:
+    """Resolve ``ticket`` through the default handle's pool within a 10 s deadline."""
+    db = taskcore.default_database()
+    return resolve_commit(db._open_link, ticket, Deadline(10), RetryPolicy(), db.events)
 
 
 def _open_transaction(pg: Any) -> tuple[Any, CommitTicket]:
@@ -30,7 +36,7 @@ def test_committed_transaction_resolves_as_committed(pg: Any, pg_db: Any) -> Non
     conn, ticket = _open_transaction(pg)
     conn.commit()
     conn.close()
-    assert resolve_commit(get_engine(), ticket, RetryPolicy()) is Outcome.COMMITTED
+    assert _resolve(ticket) is Outcome.COMMITTED
 
 
 def test_rolled_back_transaction_resolves_as_aborted(pg: Any, pg_db: Any) -> None:
@@ -38,7 +44,7 @@ def test_rolled_back_transaction_resolves_as_aborted(pg: Any, pg_db: Any) -> Non
     conn, ticket = _open_transaction(pg)
     conn.rollback()
     conn.close()
-    assert resolve_commit(get_engine(), ticket, RetryPolicy()) is Outcome.ABORTED
+    assert _resolve(ticket) is Outcome.ABORTED
 
 
 def test_transaction_still_open_is_ended_and_resolves_as_aborted(pg: Any, pg_db: Any) -> None:
@@ -46,7 +52,7 @@ def test_transaction_still_open_is_ended_and_resolves_as_aborted(pg: Any, pg_db:
     conn, ticket = _open_transaction(pg)
     try:
         with taskcore.testing.no_retry_waits():
-            assert resolve_commit(get_engine(), ticket, RetryPolicy()) is Outcome.ABORTED
+            assert _resolve(ticket) is Outcome.ABORTED
         assert pg_db.scalar("SELECT count(*) FROM tasks") == 0
     finally:
         conn.close()
@@ -55,4 +61,4 @@ def test_transaction_still_open_is_ended_and_resolves_as_aborted(pg: Any, pg_db:
 def test_unknown_transaction_status_is_unknown(pg_db: Any) -> None:
     """An xid whose status the server no longer (or never) knew is reported as unknown."""
     ticket = CommitTicket(xid=str(2**40), backend_pid=0)
-    assert resolve_commit(get_engine(), ticket, RetryPolicy()) is Outcome.UNKNOWN
+    assert _resolve(ticket) is Outcome.UNKNOWN
