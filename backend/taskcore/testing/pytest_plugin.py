@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg2
 import pytest
@@ -40,6 +40,7 @@ from psycopg2.extensions import connection, parse_dsn
 
 import taskcore
 from taskcore.models import Task, task_operations
+from taskcore.testing._flaky import FlakyDatabase
 from taskcore.testing._pgserver import ENV_URL, EmbeddedServer, PgServer, external_server
 from taskcore.testing._proxy import FlakyProxy
 
@@ -103,13 +104,6 @@ class TestPostgres:
     def describe(self) -> str:
         """One line naming server and database, for reports (no password)."""
         return self.server.describe(self.dbname)
-
-
-class FlakyDatabase(NamedTuple):
-    """What ``flaky_taskcore_db`` yields: unpack it as ``db, proxy``."""
-
-    db: taskcore.Database
-    proxy: FlakyProxy
 
 
 class _Run:
