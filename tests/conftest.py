@@ -7,6 +7,11 @@ Each yields a handle whose `query`/`scalar` read the database on an independent 
 (sqlite3 or psycopg2 straight to the server, never taskcore and never PgBouncer), so assertions
 do not trust the code under test. `pgbouncer` is the session's PgBouncer; tests that need it
 are skipped, saying why, when the `pgbouncer` binary is not installed.
+
+The server is the one taskcore's pytest plugin (taskcore.testing.pytest_plugin) runs for the
+session: TEST_DATABASE_URL's, else a throwaway embedded PostgreSQL. `pg` adds the suite's app
+role and a fresh `taskcore_test` database to it; the plugin's own fixtures (`taskcore_db`, ...)
+work here too.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from psycopg2.extensions import connection, cursor
@@ -24,7 +30,14 @@ from psycopg2.extensions import connection, cursor
 import taskcore
 import taskcore.testing
 from _pgbouncer import MISSING_REASON, PgBouncer, find_pgbouncer, pgbouncer_in_front_of
-from _pgserver import APP_USER, PgTarget, pg_target
+from _pgserver import APP_PASSWORD, APP_USER, PgTarget, app_target
+
+if TYPE_CHECKING:  # importing the plugin here would keep pytest from rewriting its asserts
+    from taskcore.testing.pytest_plugin import TestPostgres
+
+if not any(ep.name == "taskcore" for ep in entry_points(group="pytest11")):
+    # Installed without the plugin's entry point (an old editable install): load it here.
+    pytest_plugins = ["taskcore.testing.pytest_plugin"]
 
 _PG_USED: list[PgTarget] = []  # filled when the session fixture starts, for the summary line
 _PGBOUNCER_USED: list[PgBouncer] = []
@@ -173,11 +186,12 @@ class PgBouncerDb(PostgresDb):
 
 
 @pytest.fixture(scope="session")
-def pg() -> Iterator[PgTarget]:
-    """The suite's PostgreSQL: TEST_DATABASE_URL's server, else an embedded one started here."""
-    with pg_target() as target:
-        _PG_USED.append(target)
-        yield target
+def pg(taskcore_postgres: TestPostgres) -> PgTarget:
+    """The suite's app role and fresh taskcore_test on the plugin's server (TEST_DATABASE_URL's,
+    else the embedded one the plugin started)."""
+    target = app_target(taskcore_postgres.server, password=APP_PASSWORD)
+    _PG_USED.append(target)
+    return target
 
 
 @pytest.fixture(scope="session")
@@ -281,7 +295,7 @@ def sqlite_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sqlite
 def proxy(pg: PgTarget, pg_db: Db) -> Iterator[taskcore.testing.FlakyProxy]:
     """A fault-injection proxy in front of the test server, with taskcore pointed through it."""
     with taskcore.testing.FlakyProxy(pg.host, pg.port, seed=1) as flaky:
-        taskcore.configure(database_url=flaky.url(pg.url), retry_deadline=30)
+        taskcore.configure(database_url=flaky.url(pg.url), deadline=30)
         yield flaky
     taskcore.dispose()
 
