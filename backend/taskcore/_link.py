@@ -170,10 +170,15 @@ class _LendingPool(Pool):
         return "lending pool"
 
 
-def lending_engine(url: Any) -> Engine:
-    """An Engine whose connections are the Links' own (no pool, no reset, no pre-ping)."""
+def lending_engine(url: Any, fresh: Any) -> Engine:
+    """An Engine whose connections are the Links' own (no pool, no reset, no pre-ping).
+
+    SQLAlchemy sets its dialect up on an engine's first connection and then ROLLs it BACK:
+    done on a unit's connection, that would silently undo the unit's work so far. So the set-up
+    runs here, on ``fresh``, a connection of its own (closed by the caller afterwards).
+    """
     extra = {"use_native_hstore": False} if url.get_backend_name() == "postgresql" else {}
-    return create_engine(
+    engine = create_engine(
         url,
         creator=lambda: _lent.dbapi,
         poolclass=_LendingPool,
@@ -181,3 +186,14 @@ def lending_engine(url: Any) -> Engine:
         hide_parameters=True,  # bound values (task contents) never reach SQLAlchemy's messages
         **extra,
     )
+    _lent.dbapi = fresh
+    try:
+        engine.connect().close()
+    finally:
+        _lent.dbapi = None
+    return engine
+
+
+# SQLAlchemy names a pool's logger after its class's module; keep its DEBUG chatter out of the
+# "taskcore" logger tree that applications configure for our records.
+_LendingPool.__module__ = "sqlalchemy.pool"

@@ -21,7 +21,7 @@ from taskcore._deadline import Deadline
 from taskcore._link import Link, lending_engine
 from taskcore._oneshot import run_oneshot
 from taskcore._pool import Pool, Pooled, PoolStats
-from taskcore._translate import Phase, translate
+from taskcore._translate import Phase, guarded, translate
 from taskcore.budget import RetryBudget
 from taskcore.config import Settings, load_settings, settings_for
 from taskcore.errors import PoolExhaustedError, TaskcoreError
@@ -433,9 +433,17 @@ class Database:
     def _savepoint_name(self) -> str:
         return f"taskcore_{next(self._savepoints)}"
 
-    def _lending_engine(self) -> Engine:
+    def _lending_engine(self, deadline: Deadline) -> Engine:
+        """The SQLAlchemy Engine for ORM sessions and arbitrary Core statements (built once)."""
         if self._engine is None:
-            self._engine = lending_engine(self.settings.url)
+            fresh = guarded(lambda: connector(self.settings)(deadline), Phase.CONNECT)
+            try:
+                engine = guarded(lambda: lending_engine(self.settings.url, fresh), Phase.CONNECT)
+            finally:
+                with contextlib.suppress(Exception):
+                    fresh.close()
+            with self._lock:
+                self._engine = self._engine or engine
         return self._engine
 
     def _unit_started(self, unit: UnitOfWork) -> None:

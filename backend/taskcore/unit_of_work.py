@@ -347,7 +347,7 @@ class UnitOfWork:
     def _connection(self) -> Connection:
         if self._sa is None:
             link = self._open()
-            self._sa = link.sa_connection(self.database._lending_engine())
+            self._sa = link.sa_connection(self.database._lending_engine(self._time()))
             self._sa.begin()  # joins the transaction the Link began (no statement is sent)
         return self._sa
 

@@ -234,32 +234,32 @@ def _params(scenarios: list[Scenario]) -> list[Any]:
 
 
 def _refuse_one_shot_create(ctx: Ctx) -> object:
-    ctx.configure(retry_attempts=3, retry_deadline=5)
+    ctx.configure(retry_attempts=3, deadline=5)
     ctx.px.refuse_connections()
     return taskcore.create_task(ctx.data(), ctx.user, idempotency_key=ctx.key)
 
 
 def _refuse_one_shot_read(ctx: Ctx) -> object:
-    ctx.configure(retry_attempts=3, retry_deadline=5)
+    ctx.configure(retry_attempts=3, deadline=5)
     ctx.px.refuse_connections()
     return taskcore.get_tasks(user_id=ctx.user)
 
 
 def _refuse_unit(ctx: Ctx) -> object:
-    ctx.configure(retry_attempts=3, retry_deadline=5)
+    ctx.configure(retry_attempts=3, deadline=5)
     ctx.px.refuse_connections()
     with UnitOfWork() as uow:
         return uow.tasks.create(ctx.data(), user_id=ctx.user)
 
 
 def _refuse_run(ctx: Ctx) -> object:
-    ctx.configure(retry_attempts=3, retry_deadline=5)
+    ctx.configure(retry_attempts=3, deadline=5)
     ctx.px.refuse_connections()
     return UnitOfWork.run(_two_creates(ctx))
 
 
 def _refuse_init_db(ctx: Ctx) -> object:
-    ctx.configure(retry_attempts=3, retry_deadline=5)
+    ctx.configure(retry_attempts=3, deadline=5)
     ctx.px.refuse_connections()
     taskcore.init_db()
     return None
@@ -288,7 +288,7 @@ def _two_creates(ctx: Ctx) -> Callable[[UnitOfWork], object]:
 
 def _refused_briefly_then_recovers(ctx: Ctx) -> object:
     ctx.configure(
-        retry_deadline=10, retry_wait_initial=0.05, retry_wait_max=0.1, retry_wait_jitter=0.0
+        deadline=10, retry_wait_initial=0.05, retry_wait_max=0.1, retry_wait_jitter=0.0
     )
     ctx.px.refuse_for(0.4)
     return taskcore.create_task(ctx.data(), ctx.user)
@@ -335,7 +335,7 @@ def _cut_after_commit(protection: bool, *, via_run: bool) -> Callable[[Ctx], obj
 
 
 def _cut_after_commit_unreachable(ctx: Ctx) -> object:
-    ctx.configure(retry_attempts=2, retry_deadline=5)
+    ctx.configure(retry_attempts=2, deadline=5)
     ctx.warm()
     ctx.px.cut_after_commit()
     ctx.px.refuse_connections()  # the pooled link carries the unit; any new connection fails
@@ -1053,7 +1053,7 @@ def test_seeded_random_faults_raise_only_typed_errors_that_leak_nothing(
     """Under seeded random faults at every phase, each failed call raises a typed error that
     leaks nothing, and no log record of the whole run shows a secret, SQL or task data."""
     ctx = Ctx(kind="postgres", url=proxy.url(pg.url), db=pg_db, pg=pg, proxy=proxy)
-    ctx.configure(retry_attempts=4, retry_deadline=5, commit_protection=protection)
+    ctx.configure(retry_attempts=4, deadline=5, commit_protection=protection)
     proxy.set_random_faults(
         p_reset_per_statement=0.05,
         p_cut_after_commit=0.3,
@@ -1176,7 +1176,13 @@ def test_no_needle_matches_taskcore_own_messages() -> None:
     ctx = Ctx(kind="sqlite", url="sqlite:///x.db")
     assert all(needle.value.strip() for needle in ctx.needles())
     reasons = [reason for _, _, reason in _classify._MESSAGE_RULES]
-    reasons += [v.reason for v in (*_classify._SQLSTATE_RULES.values(), _classify._UNKNOWN)]
-    reasons += [v.reason for v in _classify._CLASS_RULES.values()]
+    reasons += [reason for _, reason in _classify._TLS_RULES]
+    rules = (
+        *_classify._SQLSTATE_RULES.values(),
+        *_classify._CLASS_RULES.values(),
+        *_classify._FATAL_VERDICTS.values(),
+        _classify._UNKNOWN,
+    )
+    reasons += [reason for _, reason in rules]
     for reason in reasons:
         assert [n.label for n in ctx.needles() if n.find(reason) >= 0] == [], reason
