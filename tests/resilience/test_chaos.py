@@ -61,7 +61,7 @@ def _worker(number: int, url: str, shared: list[int], ops: int, seed: int, out: 
     taskcore.configure(
         database_url=url,
         retry_attempts=8,
-        retry_deadline=10,
+        deadline=10,
         retry_wait_initial=0.002,
         retry_wait_max=0.05,
         retry_wait_jitter=0.01,

@@ -39,7 +39,7 @@ def test_outage_longer_than_the_deadline_says_database_unavailable(
     proxy: FlakyProxy, pg: Any
 ) -> None:
     """Connections refused past the retry deadline give DatabaseUnavailableError within it."""
-    taskcore.configure(database_url=proxy.url(pg.url), retry_deadline=2.0, retry_wait_max=0.5)
+    taskcore.configure(database_url=proxy.url(pg.url), deadline=2.0, retry_wait_max=0.5)
     proxy.refuse_connections()
     started = time.monotonic()
     with pytest.raises(taskcore.DatabaseUnavailableError) as info:

@@ -24,7 +24,7 @@ def _worker(url: str, budget: bool, stop_at: float, results: Any) -> None:
     taskcore.configure(
         database_url=url,
         retry_attempts=3,
-        retry_deadline=2.0,
+        deadline=2.0,
         retry_budget=budget,
         retry_probe_interval=PROBE_INTERVAL,
     )
