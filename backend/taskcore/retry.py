@@ -101,6 +101,7 @@ def call_with_retries(
     *,
     budget: RetryBudget | None = None,
     hub: EventHub = events.process,
+    sleep: Callable[[float], None] | None = None,
 ) -> T:
     """Run ``attempt`` until it succeeds, fails permanently, or the policy or deadline stop it.
 
@@ -171,7 +172,7 @@ def call_with_retries(
         wait=lambda state: policy.wait(state.attempt_number, _outcome_error(state)),
         retry=tenacity.retry_if_exception(_is_retryable),
         before_sleep=lambda state: _log_retry(operation, state, hub),
-        sleep=pause,
+        sleep=sleep or pause,
         reraise=True,
     )
     try:

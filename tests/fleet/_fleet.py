@@ -40,7 +40,7 @@ BARRIER_TIMEOUT_S = 30.0
 #: Serializable units under contention: many quick, jittered attempts (waits are real in the
 #: children of tests marked real_waits).
 CONTENTION_POLICY = RetryPolicy(
-    attempts=200, deadline=60.0, wait_initial=0.002, wait_max=0.05, wait_jitter=0.02
+    attempts=200, wait_initial=0.002, wait_max=0.05, wait_jitter=0.02
 )
 
 

@@ -9,7 +9,31 @@ import pytest
 
 import taskcore
 import taskcore.testing
+from taskcore._deadline import Deadline
 from taskcore.retry import RetryPolicy, call_with_retries
+
+
+class FakeClock:
+    """A monotonic clock that only moves when a retry sleeps: time-based tests are exact."""
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        """The current fake time."""
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Advance the clock instead of sleeping."""
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _deadline(seconds: float = 30.0) -> Deadline:
+    """A real-clock deadline far enough away not to matter."""
+    return Deadline(seconds)
 
 
 def test_waits_have_a_floor_grow_and_are_capped() -> None:
@@ -44,7 +68,7 @@ def test_transient_errors_are_retried_until_success(
         return "done"
 
     with taskcore.testing.no_retry_waits(), caplog.at_level(logging.WARNING, "taskcore"):
-        assert call_with_retries("op", flaky, RetryPolicy(attempts=5)) == "done"
+        assert call_with_retries("op", flaky, RetryPolicy(attempts=5), _deadline()) == "done"
     retries = taskcore_events("retry_scheduled")
     assert [r.attempt for r in retries] == [1, 2]  # type: ignore[attr-defined]
     assert all(r.sqlstate == "57P01" for r in retries)  # type: ignore[attr-defined]
@@ -59,7 +83,7 @@ def test_permanent_errors_are_never_retried() -> None:
         raise taskcore.ConnectionRejectedError("authentication failed")
 
     with pytest.raises(taskcore.ConnectionRejectedError):
-        call_with_retries("op", broken, RetryPolicy(attempts=5))
+        call_with_retries("op", broken, RetryPolicy(attempts=5), _deadline())
     assert len(calls) == 1
 
 
@@ -73,24 +97,28 @@ def test_giving_up_says_database_unavailable_with_attempts() -> None:
         taskcore.testing.no_retry_waits(),
         pytest.raises(taskcore.DatabaseUnavailableError) as info,
     ):
-        call_with_retries("op", down, RetryPolicy(attempts=4))
+        call_with_retries("op", down, RetryPolicy(attempts=4), _deadline())
     assert info.value.attempts == 4
     assert info.value.elapsed >= 0
     assert info.value.__context__ is None
 
 
-@pytest.mark.real_waits
 def test_deadline_stops_before_a_wait_would_cross_it() -> None:
     """No attempt starts after the deadline: the loop stops before a wait would cross it."""
+    clock = FakeClock()
 
     def down() -> None:
+        clock.now += 0.01  # each attempt takes 10 ms
         raise taskcore.TransientError("refused")
 
-    policy = RetryPolicy(attempts=100, deadline=0.5, wait_initial=0.2, wait_max=0.2, wait_jitter=0)
+    policy = RetryPolicy(attempts=100, wait_initial=0.2, wait_max=0.2, wait_jitter=0)
     with pytest.raises(taskcore.DatabaseUnavailableError) as info:
-        call_with_retries("op", down, policy)
-    assert info.value.attempts == 3  # waits at 0.2 and 0.4 fit; a third wait would end at 0.6
-    assert info.value.elapsed < 0.5
+        call_with_retries("op", down, policy, Deadline(0.5, clock), sleep=clock.sleep)
+    # 10 ms + 200 ms + 10 ms + 200 ms + 10 ms = 430 ms; another 200 ms wait would pass 500 ms.
+    assert info.value.attempts == 3
+    assert info.value.reason == "deadline"
+    assert clock.slept == [0.2, 0.2]
+    assert info.value.elapsed == pytest.approx(0.43)
 
 
 def test_conflicts_exhausted_stay_conflicts() -> None:
@@ -100,7 +128,7 @@ def test_conflicts_exhausted_stay_conflicts() -> None:
         raise taskcore.ConflictError("40001", sqlstate="40001")
 
     with taskcore.testing.no_retry_waits(), pytest.raises(taskcore.ConflictError):
-        call_with_retries("op", conflicting, RetryPolicy(attempts=3))
+        call_with_retries("op", conflicting, RetryPolicy(attempts=3), _deadline())
 
 
 def test_conflict_retries_do_not_spend_the_retry_budget() -> None:
@@ -117,5 +145,7 @@ def test_conflict_retries_do_not_spend_the_retry_budget() -> None:
         return "done"
 
     with taskcore.testing.no_retry_waits():
-        assert call_with_retries("op", contended, RetryPolicy(attempts=5), budget=budget) == "done"
+        assert call_with_retries(
+            "op", contended, RetryPolicy(attempts=5), _deadline(), budget=budget
+        ) == "done"
     assert not budget.exhausted
