@@ -132,7 +132,8 @@ class PgServer:
         """One line naming the server (and database), for reports; never a password."""
         kind = "embedded" if self.embedded else f"${ENV_URL}"
         where = f"{self.host}:{self.port}" + (f"/{dbname}" if dbname else "")
-        return f"PostgreSQL {self.server_version} ({kind}) at {where}"
+        major, minor = divmod(self.server_version, 10000)
+        return f"PostgreSQL {major}.{minor} ({kind}) at {where}"
 
     def create_database(self, name: str, *, template: str | None = None, owner: str = "") -> None:
         """Drop ``name`` if it exists and create it afresh (as a copy of ``template`` if given)."""

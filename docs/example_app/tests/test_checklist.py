@@ -6,7 +6,7 @@ import checklist
 import pytest
 
 import taskcore
-from taskcore import TaskCreate
+from taskcore import TaskCreate, ValidationError
 from taskcore.testing import FlakyDatabase
 
 
@@ -30,6 +30,13 @@ def test_checklist_is_committed_with_its_steps(
     head = checklist.add_checklist("ann", "Trip", ["Book train", "Pack"])
     assert checklist.pending("ann") == ["Trip", "Book train", "Pack"]
     assert [task.id for task in sent] == [head.id]
+
+
+def test_checklist_with_an_invalid_step_stores_nothing(taskcore_db: taskcore.Database) -> None:
+    """A checklist whose step is refused is rolled back whole: not even its head is stored."""
+    with pytest.raises(ValidationError):
+        checklist.add_checklist("ann", "Trip", ["Book train", ""])
+    assert checklist.pending("ann") == []
 
 
 def test_invalid_lines_are_skipped(taskcore_db: taskcore.Database) -> None:
