@@ -8,15 +8,20 @@ module on an independent read-only connection, never through taskcore.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pty
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # Variables of the developer's shell that would change what the app does.
 _SCRUBBED_PREFIXES = ("DATABASE_URL", "TASKCORE_", "TODO_", "XDG_", "COLUMNS", "LINES")
@@ -65,18 +70,63 @@ class TodoApp:
                 env[name] = value
         return env
 
-    def run(self, *args: str, env: Mapping[str, str | None] | None = None) -> Run:
-        """Run `todo ARGS...` to completion in a new process."""
+    def run(
+        self,
+        *args: str,
+        env: Mapping[str, str | None] | None = None,
+        stdout: int | IO[Any] | None = subprocess.PIPE,
+    ) -> Run:
+        """Run `todo ARGS...` to completion in a new process (stdout captured unless given)."""
         done = subprocess.run(
             [*self.command(), *args],
             cwd=self.home,
             env=self.child_env(env),
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
             encoding="utf-8",
             check=False,
             timeout=_TIMEOUT_S,
         )
-        return Run(tuple(args), done.returncode, done.stdout, done.stderr)
+        return Run(tuple(args), done.returncode, done.stdout or "", done.stderr)
+
+    def json(self, *args: str, env: Mapping[str, str | None] | None = None) -> tuple[Run, Any]:
+        """Run `todo ARGS... --json`; the run and its stdout parsed as one JSON document."""
+        result = self.run(*args, "--json", env=env)
+        try:
+            document = json.loads(result.out)
+        except ValueError:
+            raise AssertionError(f"stdout is not one JSON document\n{result}") from None
+        return result, document
+
+    def run_on_terminal(self, *args: str, columns: int) -> Run:
+        """Run `todo ARGS...` with stdout on a pseudo-terminal ``columns`` wide."""
+        controller, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        try:
+            proc = subprocess.Popen(
+                [*self.command(), *args],
+                cwd=self.home,
+                env=self.child_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=terminal,
+                stderr=subprocess.PIPE,
+            )
+            os.close(terminal)
+            chunks = []
+            while True:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: every writer of the terminal has closed it
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            _, err = proc.communicate(timeout=_TIMEOUT_S)
+        finally:
+            os.close(controller)
+        out = b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+        return Run(tuple(args), proc.returncode, out, err.decode("utf-8"))
 
     def ok(self, *args: str, env: Mapping[str, str | None] | None = None) -> Run:
         """Run `todo ARGS...` and insist that it succeeded quietly (nothing on stderr)."""

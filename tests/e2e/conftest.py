@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,3 +17,24 @@ def todo(tmp_path: Path) -> TodoApp:
     home.mkdir()
     env = base_env(home)
     return TodoApp(home=home, sqlite_path=Path(env["TASKCORE_SQLITE_PATH"]), env=env)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A local TCP port nothing listens on (bound but not listening, so connects are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local TCP port whose server accepts connections and never sends a byte (a hung host).
+
+    The kernel completes each handshake into the listen backlog; nothing ever reads what the
+    client sends or answers it, so a client waits until its own timeout or deadline.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]

@@ -6,11 +6,9 @@ import os
 import re
 import selectors
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -275,33 +273,28 @@ def test_malformed_database_url_is_a_config_error_without_the_password(
     assert "Sup3rSecret" not in result.out + result.err
 
 
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A local TCP port nothing listens on (bound but not listening, so connects are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
-
-
 def test_unreachable_database_exits_3_without_the_password(todo: TodoApp, closed_port: int) -> None:
-    """When PostgreSQL cannot be reached the app retries, then prints one error line, exit 3."""
-    env = {
-        "DATABASE_URL": f"postgresql://me:Sup3rSecret@127.0.0.1:{closed_port}/tasks",
-        "TASKCORE_RETRY_ATTEMPTS": "2",
-        "TASKCORE_RETRY_WAIT_INITIAL": "0",
-        "TASKCORE_RETRY_WAIT_JITTER": "0",
-    }
-    result = todo.run("list", env=env)
+    """When PostgreSQL cannot be reached the app prints exactly one error line, exit 3."""
+    env = {"DATABASE_URL": f"postgresql://me:Sup3rSecret@127.0.0.1:{closed_port}/tasks"}
+    result = todo.run("list", "--deadline", "2", env=env)
+    assert_one_error_line(result, 3, "database unavailable")
+    assert result.out == ""
+    assert "Sup3rSecret" not in result.out + result.err
+
+
+def test_verbose_shows_the_retries(todo: TodoApp, closed_port: int) -> None:
+    """With -v the retry warnings taskcore logs are shown too, before the one error line."""
+    env = {"DATABASE_URL": f"postgresql://me:Sup3rSecret@127.0.0.1:{closed_port}/tasks"}
+    result = todo.run("list", "-v", "--deadline", "2", env=env)
     assert result.code == 3, str(result)
-    assert "Traceback" not in result.err
     errors = [line for line in result.err_lines if line.startswith("todo: error: ")]
     assert len(errors) == 1, str(result)
-    assert "database unavailable" in errors[0], str(result)
-    # the only other lines are the retry warnings the app logs at its default level
+    assert any("retrying in" in line for line in result.err_lines), str(result)
     assert all(
-        line.startswith("todo: warning: ") for line in result.err_lines if line not in errors
+        line.startswith(("todo: warning: ", "todo: info: ", "todo: error: "))
+        for line in result.err_lines
     )
-    assert "Sup3rSecret" not in result.out + result.err
+    assert "Sup3rSecret" not in result.err
 
 
 def test_doctor_failure_is_typed_and_exits_3(todo: TodoApp, closed_port: int) -> None:
@@ -322,11 +315,11 @@ def test_interrupt_exits_130_quietly(todo: TodoApp, closed_port: int) -> None:
         {
             "DATABASE_URL": f"postgresql://me:pw@127.0.0.1:{closed_port}/tasks",
             "TASKCORE_RETRY_WAIT_INITIAL": "30",
-            "TASKCORE_RETRY_DEADLINE": "120",
+            "TASKCORE_RETRY_WAIT_MAX": "60",
         }
     )
     proc = subprocess.Popen(
-        [*todo.command(), "list"],
+        [*todo.command(), "list", "-v", "--deadline", "120"],
         cwd=todo.home,
         env=env,
         stdout=subprocess.PIPE,
@@ -382,11 +375,26 @@ def test_control_characters_are_escaped_in_output(todo: TodoApp) -> None:
 
 
 def test_list_truncates_to_the_terminal_width(todo: TodoApp) -> None:
-    """Long titles and descriptions are cut with an ellipsis so rows fit COLUMNS."""
+    """On a terminal, long titles and descriptions are cut with an ellipsis so rows fit it."""
     todo.ok("add", "t" * 150, "--description", "d" * 500)
-    lines = todo.ok("list", env={"COLUMNS": "80"}).out.splitlines()
+    result = todo.run_on_terminal("list", columns=80)
+    assert result.code == 0, str(result)
+    lines = result.out.splitlines()
     assert all(len(line) <= 80 for line in lines), lines
     assert "…" in lines[1]
+
+
+@pytest.mark.parametrize("columns", [None, "80"], ids=["no-COLUMNS", "COLUMNS=80"])
+def test_piped_list_shows_full_titles(todo: TodoApp, columns: str | None) -> None:
+    """When stdout is not a terminal every title and description is printed whole, whatever COLUMNS says."""
+    title, description = "t" * 150 + " end of title", "d" * 500 + " end of description"
+    todo.ok("add", title, "--description", description)
+    todo.ok("add", "short one")
+    out = todo.ok("list", env={"COLUMNS": columns}).out
+    assert "…" not in out
+    row = out.splitlines()[1]
+    assert row.endswith(f"{title}  {description}"), row
+    assert todo.ok("list", "--all-users", env={"COLUMNS": columns}).out.count(title) == 1
 
 
 # -- users -------------------------------------------------------------------------------------
@@ -438,35 +446,54 @@ def test_overlong_user_is_a_validation_error(todo: TodoApp) -> None:
 
 
 def test_doctor_reports_the_sqlite_store(todo: TodoApp) -> None:
-    """`doctor` on the SQLite default shows backend, URL, version, latencies and settings."""
+    """`doctor` on the SQLite default shows backend, URL, .env, deadline, version, latencies and settings."""
     result = todo.ok("doctor")
     fields = dict(line.split(":", 1) for line in result.out.splitlines())
     assert fields["backend"].strip() == "sqlite"
     assert fields["url"].strip() == f"sqlite:///{todo.sqlite_path}"
+    assert fields["env file"].strip() == "none"
+    assert fields["deadline"].strip() == "10 s (todo's default)"
     assert re.fullmatch(r"\s*3\.\d+\.\d+", fields["server version"])
     assert re.fullmatch(r"\s*\d+\.\d ms", fields["connect"])
     assert re.fullmatch(r"\s*\d+\.\d ms", fields["round trip"])
-    assert "size 5" in fields["pool"]
-    assert "up to 10 attempts" in fields["retries"]
+    assert re.match(r"\s*size \d+,", fields["pool"])
+    assert "up to 10 attempts within the deadline" in fields["retries"]
+    assert fields["settings"].strip() == "url from TASKCORE_SQLITE_PATH (environment variable)"
     assert fields["status"].strip() == "ok"
 
 
 def test_doctor_shows_configured_settings(todo: TodoApp) -> None:
-    """`doctor` reports the pool and retry settings taken from TASKCORE_* variables."""
+    """`doctor` reports the pool and retry settings taken from TASKCORE_* variables and says where each came from."""
     env = {"TASKCORE_POOL_SIZE": "3", "TASKCORE_RETRY_ATTEMPTS": "4"}
     out = todo.ok("doctor", env=env).out
     assert "size 3," in out
     assert "up to 4 attempts" in out
+    assert "pool_size=3 from TASKCORE_POOL_SIZE (environment variable)" in out
+    assert "retry_attempts=4 from TASKCORE_RETRY_ATTEMPTS (environment variable)" in out
 
 
 def test_help_explains_commands_and_user_scoping(todo: TodoApp) -> None:
-    """`todo --help` lists every command and says that commands are scoped to the current user."""
+    """`todo --help` lists every command, says that commands are scoped to the current user, and documents every exit status."""
     result = todo.ok("--help")
-    for command in ("add", "list", "show", "update", "toggle", "delete", "doctor"):
+    for command in (
+        "add",
+        "list",
+        "show",
+        "update",
+        "done",
+        "undone",
+        "toggle",
+        "delete",
+        "doctor",
+    ):
         assert re.search(rf"^\s+{command}\s", result.out, re.MULTILINE), command
     assert "TODO_USER" in result.out
+    assert "TODO_DEADLINE" in result.out
     assert "--all-users" in result.out
     assert "DATABASE_URL" in result.out
+    exit_status = result.out.split("exit status:", 1)[1]
+    codes = re.findall(r"^  (\d+) ", exit_status, re.MULTILINE)
+    assert codes == ["0", "1", "2", "3", "4", "70", "130"]
     assert not todo.sqlite_path.exists()  # help touches no database
 
 
