@@ -492,13 +492,19 @@ def embedded_server() -> Iterator[PgServer]:
     """Run a private embedded server for the block; always stopped and deleted afterwards."""
     server = EmbeddedServer()
     running = server.start()
+    owner = os.getpid()
+
+    def stop_at_exit() -> None:
+        if os.getpid() == owner:  # a forked child exiting must not stop its parent's server
+            server.stop()
+
     # Safety net for exits that skip the finally below (e.g. an interrupted session teardown).
-    atexit.register(server.stop)
+    atexit.register(stop_at_exit)
     try:
         yield running
     finally:
         server.stop()
-        atexit.unregister(server.stop)
+        atexit.unregister(stop_at_exit)
 
 
 @contextlib.contextmanager

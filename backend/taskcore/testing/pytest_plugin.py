@@ -119,6 +119,7 @@ class _Run:
         self.token = token
         self.worker = worker
         self._postgres: TestPostgres | None = None
+        self._pid = os.getpid()  # a forked child (a test's worker process) must not clean up
 
     @property
     def shared(self) -> Path:
@@ -190,6 +191,8 @@ class _Run:
 
     def finish(self) -> None:
         """Controller only: stop the embedded server or drop the run's databases; idempotent."""
+        if os.getpid() != self._pid:
+            return
         shared, self._shared = self._shared, None
         if shared is None:
             return
