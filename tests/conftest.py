@@ -16,6 +16,7 @@ work here too.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -35,8 +36,10 @@ from _pgserver import APP_PASSWORD, APP_USER, PgTarget, app_target
 if TYPE_CHECKING:  # importing the plugin here would keep pytest from rewriting its asserts
     from taskcore.testing.pytest_plugin import TestPostgres
 
-if not any(ep.name == "taskcore" for ep in entry_points(group="pytest11")):
-    # Installed without the plugin's entry point (an old editable install): load it here.
+if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") or not any(
+    ep.name == "taskcore" for ep in entry_points(group="pytest11")
+):
+    # Not loaded through its entry point (autoload off, or an install that predates it).
     pytest_plugins = ["taskcore.testing.pytest_plugin"]
 
 _PG_USED: list[PgTarget] = []  # filled when the session fixture starts, for the summary line

@@ -125,7 +125,8 @@ def _plugin_args() -> list[str]:
     from importlib.metadata import entry_points
 
     registered = any(ep.name == "taskcore" for ep in entry_points(group="pytest11"))
-    return [] if registered else ["-p", "taskcore.testing.pytest_plugin"]
+    autoload = not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    return [] if registered and autoload else ["-p", "taskcore.testing.pytest_plugin"]
 
 
 def main() -> None:
