@@ -48,6 +48,9 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 DEFAULT_DEADLINE = 10.0
 # The least time taskcore is given when start-up already used up the deadline: one quick try.
 _MIN_CALL_DEADLINE = 0.5
+# Commands that leave the same state however often they run: after "may or may not have been
+# applied", running them again settles it.
+_IDEMPOTENT = {"done", "undone", "update"}
 # taskcore records still shown without -v: they say the configuration is wrong, not progress.
 _ALWAYS_SHOWN = {"unknown_setting", "deprecated_setting"}
 
@@ -125,12 +128,11 @@ def _configure(deadline: doctor.Deadline) -> Settings:
     return taskcore.configure(deadline=remaining)
 
 
-def _dispatch(line: CommandLine, out: Output) -> int:
+def _dispatch(line: CommandLine, out: Output, deadline: doctor.Deadline) -> int:
     args = line.args
+    settings = _configure(deadline)
     if line.command == "doctor":
-        deadline = _deadline(line)
-        return doctor.run(out, _configure(deadline), deadline)
-    _configure(_deadline(line))
+        return doctor.run(out, settings, deadline)
     user = line.user if line.user is not None else os.environ.get(USER_ENV, "")
     if line.command == "add":
         return commands.add(out, title=args.title, description=args.description, user=user)
@@ -196,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     out = Output(sys.stdout, json_mode=wants_json(argv))
     failure = _Failure(out)
-    verbosity, command = 0, ""
+    verbosity, command, deadline = 0, "", None
     try:
         _tolerant_streams()
         try:
@@ -207,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         verbosity, command = line.verbosity, line.command
         configure_logging(verbosity)
-        return _dispatch(line, out)
+        deadline = _deadline(line)
+        return _dispatch(line, out, deadline)
     except CommandLineError as error:
         if not out.json_mode:
             sys.stderr.write(error.usage)
@@ -217,6 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskcoreError as error:
         # doctor names the error class too: it tells an operator which kind of failure it was
         message = str(error) + (f" ({type(error).__name__})" if command == "doctor" else "")
+        if not error.outcome_known and command in _IDEMPOTENT:
+            message += f"; `{PROG} {command}` is safe to run again"
+        if deadline is not None and getattr(error, "reason", None) == "deadline":
+            message += (
+                f"; todo waits {deadline.seconds:g} s for the database"
+                " (--deadline or TODO_DEADLINE changes it)"
+            )
         return failure.report(error_kind(error), message, exit_code(error))
     except OutputError as error:
         _silence(out.stream)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -73,3 +75,41 @@ def test_postgres_wrong_password_is_rejected_without_echo(pg_todo: TodoApp, pg: 
     assert_one_error_line(result, 3, "could not connect")
     assert "Wr0ng-Passw0rd" not in result.out + result.err
     assert pg.password not in result.out + result.err
+
+
+def test_postgres_done_twice_and_json_timestamps(pg_todo: TodoApp, pg: Any) -> None:
+    """On PostgreSQL, `done` twice leaves the task done, and `list --json` shows the stored instants in UTC."""
+    task_id = added_id(pg_todo.ok("add", "pg scripted", "--user", "pg-user"))
+    for _ in range(2):
+        result, document = pg_todo.json("done", str(task_id), "--user", "pg-user")
+        assert result.code == 0, str(result)
+        assert document["completed"] is True
+        with closing(pg.admin_connect()) as conn, conn.cursor() as cur:
+            cur.execute("SELECT completed FROM tasks WHERE id = %s", (task_id,))
+            assert cur.fetchall() == [(True,)]
+    _, tasks = pg_todo.json("list", "--user", "pg-user", env={"TZ": "XST-14"})
+    with closing(pg.admin_connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT created_at, updated_at FROM tasks WHERE id = %s", (task_id,))
+        ((created, updated),) = cur.fetchall()
+    assert [task["id"] for task in tasks] == [task_id]
+    for field, stored in (("created_at", created), ("updated_at", updated)):
+        assert tasks[0][field].endswith("Z")
+        assert datetime.fromisoformat(tasks[0][field].replace("Z", "+00:00")) == stored, field
+
+
+def test_postgres_blocked_write_gives_up_within_the_deadline(pg_todo: TodoApp, pg: Any) -> None:
+    """`todo done` on a row another transaction keeps locked exits 3 within --deadline + 1 s, one line; running it again settles it."""
+    task_id = added_id(pg_todo.ok("add", "locked", "--user", "pg-user"))
+    with closing(pg.admin_connect()) as locker, locker.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+        started = time.monotonic()
+        result = pg_todo.run("done", str(task_id), "--user", "pg-user", "--deadline", "3")
+        elapsed = time.monotonic() - started
+        locker.rollback()
+    assert_one_error_line(result, 3, "may or may not", "`todo done` is safe to run again")
+    assert elapsed <= 4.0, f"took {elapsed:.2f} s\n{result}"
+    pg_todo.ok("done", str(task_id), "--user", "pg-user")
+    with closing(pg.admin_connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT completed FROM tasks WHERE id = %s", (task_id,))
+        assert cur.fetchall() == [(True,)]
