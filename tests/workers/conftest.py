@@ -9,8 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
-from _workers import AMQP_URL, REDIS_URL, WorkerDb, broker_missing
+
+for _name in ("celery", "rq", "redis"):
+    pytest.importorskip(
+        _name, reason=f"{_name} is not installed: pip install 'taskcore[celery,rq]'"
+    )
+
+from _workers import AMQP_URL, REDIS_URL, WorkerDb, broker_missing  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +39,8 @@ def amqp_url(redis_url: str) -> str:
 @pytest.fixture
 def ns(redis_url: str) -> Iterator[str]:
     """A Redis key namespace (and queue name) of this test's own; its keys deleted afterwards."""
+    import redis
+
     name = f"taskcore-workers-{uuid.uuid4().hex[:12]}"
     yield name
     client = redis.Redis.from_url(redis_url)
@@ -44,8 +51,10 @@ def ns(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def rclient(redis_url: str) -> Iterator[redis.Redis]:
+def rclient(redis_url: str) -> Iterator[Any]:
     """A Redis client for the test's side of the signals (blocking reads wait as long as asked)."""
+    import redis
+
     client = redis.Redis.from_url(redis_url, socket_timeout=None)
     with client:
         yield client
