@@ -15,8 +15,9 @@ from sqlalchemy.engine import URL
 import taskcore
 
 from .link import Endpoint
+from .load import LoadTarget
 
-__all__ = ["Database", "open_database"]
+__all__ = ["Database", "open_database", "pgbouncer_target", "psycopg2_params"]
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,13 @@ class Database:
         """The URL as a string with its password, for taskcore.configure / create_engine."""
         return self.link_url(proxy).render_as_string(hide_password=False)
 
+    def connect_params(self, proxy: Endpoint | None = None) -> dict[str, Any]:
+        """Keyword arguments of psycopg2.connect for the URL (through ``proxy`` when given)."""
+        return psycopg2_params(self.link_url(proxy))
+
     def connect(self, proxy: Endpoint | None = None, *, autocommit: bool = True) -> connection:
         """A plain psycopg2 connection (autocommit unless told otherwise)."""
-        url = self.link_url(proxy)
-        params: dict[str, Any] = url.translate_connect_args(username="user", database="dbname")
-        params.update({k: v for k, v in url.query.items() if isinstance(v, str)})
-        conn: connection = psycopg2.connect(**params)
+        conn: connection = psycopg2.connect(**self.connect_params(proxy))
         conn.autocommit = autocommit
         return conn
 
@@ -73,6 +75,56 @@ class Database:
         return (
             f"PostgreSQL {server_version} ({self.source}) at "
             f"{self.host}:{self.port}/{self.url.database}"
+        )
+
+
+def psycopg2_params(url: URL) -> dict[str, Any]:
+    """psycopg2.connect keyword arguments for a SQLAlchemy URL."""
+    params: dict[str, Any] = url.translate_connect_args(username="user", database="dbname")
+    params.update({k: v for k, v in url.query.items() if isinstance(v, str)})
+    return params
+
+
+@contextlib.contextmanager
+def pgbouncer_target(db: Database, *, default_pool_size: int, clients: int) -> Iterator[LoadTarget]:
+    """A private PgBouncer (transaction pool mode, tests/_pgbouncer.py) in front of ``db``.
+
+    Yields a skipped target, with the reason, when the binary is missing or the URL has no
+    password (PgBouncer authenticates clients from its own SCRAM auth file).
+    """
+    from _pgbouncer import MISSING_REASON, find_pgbouncer, pgbouncer_in_front_of
+    from _pgserver import PgTarget
+
+    binary = find_pgbouncer()
+    if binary is None:
+        yield LoadTarget("pgbouncer", skipped=MISSING_REASON)
+        return
+    url = db.url
+    if not url.password or not url.username or not url.database:
+        yield LoadTarget(
+            "pgbouncer", skipped="PgBouncer needs a user, password and database in the URL"
+        )
+        return
+    target = PgTarget(
+        host=db.host,
+        port=db.port,
+        dbname=url.database,
+        user=url.username,
+        password=url.password,
+        admin_dsn="",
+        server_version=0,
+        password_auth_enforced=True,
+        embedded=False,
+    )
+    with pgbouncer_in_front_of(
+        target, binary, default_pool_size=default_pool_size, max_client_conn=clients + 100
+    ) as bouncer:
+        through = Database.from_url(bouncer.url, f"PgBouncer in front of {db.source}")
+        yield LoadTarget(
+            "pgbouncer",
+            url=through.sa_url(),
+            connect_params=through.connect_params(),
+            description=bouncer.describe(),
         )
 
 

@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from psycopg2.extensions import connection
 from psycopg2.extras import execute_values
@@ -22,10 +24,10 @@ from sqlalchemy import Engine, create_engine
 from sqlmodel import Session, col, select
 
 import taskcore
-from taskcore import Task, TaskCreate, TaskUpdate, UnitOfWork
-from taskcore.engine import get_engine
+from taskcore import Task, TaskCreate, TaskUpdate
 
 from .database import Database
+from .driver import no_wait_callback
 from .link import Endpoint
 from .wire import StatementTemplate, capture_statements
 
@@ -111,8 +113,8 @@ class Fixture:
 class Implementation:
     """One way of doing each operation. ``operation(op, n)`` prepares n calls (untimed)."""
 
-    name: ClassVar[str]
-    label: ClassVar[str]
+    name: str
+    label: str
 
     def __init__(self, db: Database, fixture: Fixture) -> None:
         self.db = db
@@ -122,7 +124,16 @@ class Implementation:
     def bind(self, proxy: Endpoint | None) -> None:
         """(Re)connect directly, or through ``proxy``, and warm up with one read."""
         self.connect(proxy)
-        self.get_task()
+        with self.driver_mode():
+            self.get_task()
+
+    def driver_mode(self) -> AbstractContextManager[object]:
+        """Around this implementation's timed calls: how psycopg2 waits for the socket.
+
+        taskcore installs a process-wide psycopg2 wait callback (its deadlines); a program
+        without taskcore has none, so the baselines run with it removed (the driver's floor).
+        """
+        return contextlib.nullcontext()
 
     def connect(self, proxy: Endpoint | None) -> None:
         raise NotImplementedError
@@ -170,96 +181,112 @@ class Implementation:
 
 
 class Taskcore(Implementation):
-    """taskcore's public API."""
+    """taskcore's public API on an explicit handle (``taskcore.Database(url, **settings)``)."""
 
     name = "taskcore"
     label = "taskcore"
 
+    def __init__(self, db: Database, fixture: Fixture, **settings: Any) -> None:
+        super().__init__(db, fixture)
+        self.settings = settings
+        self._handle: taskcore.Database | None = None
+
+    @property
+    def handle(self) -> taskcore.Database:
+        """The handle in use (``connect`` makes it)."""
+        assert self._handle is not None, "connect() first"
+        return self._handle
+
     def connect(self, proxy: Endpoint | None) -> None:
-        taskcore.configure(database_url=self.db.sa_url(proxy))
+        self.close()
+        self._handle = taskcore.Database(self.db.sa_url(proxy), **self.settings)
 
     def close(self) -> None:
-        taskcore.dispose()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
     def create_task(self, i: int) -> object:
         data = TaskCreate(title=f"task {i}", description=DESCRIPTION)
-        return taskcore.create_task(data, user_id=self.users["create"])
+        return self.handle.create_task(data, user_id=self.users["create"])
 
     def get_task(self) -> object:
-        return taskcore.get_task(self.fixture.read_id, user_id=self.users["read"])
+        return self.handle.get_task(self.fixture.read_id, user_id=self.users["read"])
 
     def get_tasks(self) -> object:
-        return taskcore.get_tasks(user_id=self.users["list"])
+        return self.handle.get_tasks(user_id=self.users["list"])
 
     def update_task(self, i: int) -> object:
         owner = self.users[f"write-{self.name}"]
-        return taskcore.update_task(self.write_id, TaskUpdate(title=f"title {i}"), user_id=owner)
+        return self.handle.update_task(self.write_id, TaskUpdate(title=f"title {i}"), user_id=owner)
 
     def toggle_complete(self) -> object:
-        return taskcore.toggle_complete(self.write_id, user_id=self.users[f"write-{self.name}"])
+        return self.handle.toggle_complete(self.write_id, user_id=self.users[f"write-{self.name}"])
 
     def delete_task(self, task_id: int) -> object:
-        return taskcore.delete_task(task_id, user_id=self.users["delete"])
+        return self.handle.delete_task(task_id, user_id=self.users["delete"])
 
     def unit(self, k: int, i: int) -> None:
         """One unit of work creating ``k`` tasks."""
-        with UnitOfWork() as uow:
+        with self.handle.unit() as uow:
             for j in range(k):
                 uow.tasks.create(TaskCreate(title=f"unit {i}.{j}"), user_id=self.users["unit"])
 
     def read_only_unit(self) -> None:
         """A read-only unit of work: get one task, list 20."""
-        with UnitOfWork(read_only=True) as uow:
+        with self.handle.unit(read_only=True) as uow:
             uow.tasks.get(self.fixture.read_id, user_id=self.users["read"])
             uow.tasks.list(user_id=self.users["list"])
 
     def bulk(self, n: int) -> Callable[[], int]:
-        """Creating ``n`` tasks in one unit of work (inputs built beforehand, untimed)."""
+        """``db.create_many`` of ``n`` tasks (inputs built beforehand, untimed)."""
         items = [TaskCreate(title=f"bulk {i}") for i in range(n)]
         owner = self.users["bulk"]
+        handle = self.handle
 
         def run() -> int:
-            with UnitOfWork() as uow:
-                return len(uow.tasks.create_many(items, user_id=owner))
+            return len(handle.create_many(items, owner))
 
         return run
 
     def capture(self) -> dict[str, StatementTemplate]:
         """The statement each operation sends (bound to a direct or proxied URL, pool warm)."""
         owner = self.users[f"write-{self.name}"]
-        engine = get_engine()
+        creator, reader, lister = self.users["create"], self.users["read"], self.users["list"]
         templates: dict[str, StatementTemplate] = {}
-        with capture_statements(engine) as got:
-            taskcore.create_task(
-                TaskCreate(title=_CAPTURE_TITLE, description=DESCRIPTION),
-                user_id=self.users["create"],
+        with capture_statements() as got:
+            self.handle.create_task(
+                TaskCreate(title=_CAPTURE_TITLE, description=DESCRIPTION), user_id=creator
             )
-        templates["create_task"] = got.only(title=_CAPTURE_TITLE)
-        with capture_statements(engine) as got:
+        templates["create_task"] = got.only(title=_CAPTURE_TITLE, user=creator)
+        with capture_statements() as got:
             self.get_task()
-        templates["get_task"] = got.only()
-        with capture_statements(engine) as got:
+        templates["get_task"] = got.only(task_id=self.fixture.read_id, user=reader)
+        with capture_statements() as got:
             self.get_tasks()
-        templates["get_tasks"] = got.only()
+        templates["get_tasks"] = got.only(user=lister)
         templates["update_task"] = _capture_without_purge(
-            engine,
-            lambda: taskcore.update_task(
+            lambda: self.handle.update_task(
                 self.write_id, TaskUpdate(title=_CAPTURE_TITLE), user_id=owner
             ),
             title=_CAPTURE_TITLE,
             task_id=self.write_id,
+            user=owner,
         )
         templates["toggle_complete"] = _capture_without_purge(
-            engine, self.toggle_complete, title=None, task_id=self.write_id
+            self.toggle_complete, title=None, task_id=self.write_id, user=owner
         )
         victims = iter(self.fixture.seed("delete", 20, "to delete"))
         templates["delete_task"] = _capture_without_purge(
-            engine, lambda: self.delete_task(next(victims)), title=None, task_id=None
+            lambda: self.delete_task(next(victims)),
+            title=None,
+            task_id=None,
+            user=self.users["delete"],
         )
-        with capture_statements(engine) as got:
+        with capture_statements() as got:
             self.unit(1, 0)
         templates["unit_insert"] = got.first("INSERT", title="unit 0.0")
-        with capture_statements(engine) as got:
+        with capture_statements() as got:
             self.read_only_unit()
         selects = [
             StatementTemplate.from_capture(sql, params, title=None, task_id=None)
@@ -273,19 +300,19 @@ class Taskcore(Implementation):
 
 
 def _capture_without_purge(
-    engine: Engine,
     call: Callable[[], object],
     *,
     title: str | None,
     task_id: int | None,
+    user: str | None,
 ) -> StatementTemplate:
     """Capture a write's statement; retry if it drew the occasional purge of old keys.
 
     For delete, the task id changes per call: the capture's own id is found as the only
     integer parameter that is not a constant of the statement.
     """
-    for _ in range(20):
-        with capture_statements(engine) as got:
+    for _ in range(50):
+        with capture_statements() as got:
             call()
         sql, params = got.statements[0]
         if len(got.statements) == 1 and "purge" not in sql:
@@ -294,24 +321,47 @@ def _capture_without_purge(
                     v for v in params.values() if isinstance(v, int) and not isinstance(v, bool)
                 ]
                 task_id = ints[0] if ints else None
-            return StatementTemplate.from_capture(sql, params, title=title, task_id=task_id)
+            return StatementTemplate.from_capture(
+                sql, params, title=title, task_id=task_id, user=user
+            )
     raise RuntimeError("could not capture the write statement without its occasional purge")
 
 
 class RawPsycopg2(Implementation):
-    """The baseline: taskcore's own statements on plain psycopg2 connections."""
+    """The baseline: taskcore's own statements on plain psycopg2 connections.
+
+    Without taskcore's wait callback (blocking libpq calls, as in a program without taskcore)
+    unless ``green``: then the same calls go through the callback taskcore installs, which
+    isolates what the callback itself costs.
+    """
 
     name = "raw_psycopg2"
     label = "raw psycopg2"
 
     def __init__(
-        self, db: Database, fixture: Fixture, templates: dict[str, StatementTemplate]
+        self,
+        db: Database,
+        fixture: Fixture,
+        templates: dict[str, StatementTemplate],
+        *,
+        green: bool = False,
     ) -> None:
         super().__init__(db, fixture)
         self.templates = templates
+        self.green = green
+        if green:
+            self.name = "raw_wait_callback"
+            self.label = "raw psycopg2 + taskcore's wait callback"
         self._auto: connection | None = None
         self._tx: connection | None = None
         self._ro: connection | None = None
+
+    def driver_mode(self) -> AbstractContextManager[object]:
+        return contextlib.nullcontext() if self.green else no_wait_callback()
+
+    @property
+    def write_id(self) -> int:
+        return self.fixture.write_ids["raw_psycopg2"]
 
     def connect(self, proxy: Endpoint | None) -> None:
         self.close()
@@ -404,6 +454,9 @@ class Tutorial(Implementation):
     def __init__(self, db: Database, fixture: Fixture) -> None:
         super().__init__(db, fixture)
         self._engine: Engine | None = None
+
+    def driver_mode(self) -> AbstractContextManager[object]:
+        return no_wait_callback()
 
     def connect(self, proxy: Endpoint | None) -> None:
         self.close()

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import gc
+import math
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from types import CodeType
 from typing import Any
 
 from .wire import TracingProxy
 
-__all__ = ["Count", "Timing", "count_round_trips", "interleaved", "profile"]
+__all__ = [
+    "Count",
+    "Timing",
+    "count_round_trips",
+    "interleaved",
+    "percentiles",
+    "profile",
+    "spread",
+]
 
 Call = Callable[[int], object]
 
@@ -64,7 +75,8 @@ class Timing:
     """Throughput samples (calls per second), one per round, per implementation.
 
     ``cpu`` holds this process's CPU time per call (µs) for the same rounds: the wall time
-    of a call is its CPU time plus waiting (network, server, scheduling).
+    of a call is its CPU time plus waiting (network, server, scheduling). Round ``r`` of every
+    implementation ran back to back, so ratios are taken round by round (same conditions).
     """
 
     samples: Mapping[str, list[float]]
@@ -73,36 +85,64 @@ class Timing:
     def median(self, name: str) -> float:
         return statistics.median(self.samples[name])
 
-    def ratio(self, name: str, other: str) -> float:
-        """median(name) / median(other): > 1 means ``name`` is faster."""
-        return self.median(name) / self.median(other)
+    def ratios(self, name: str, other: str) -> list[float]:
+        """ops/s of ``name`` ÷ ops/s of ``other``, per round (> 1: ``name`` is faster)."""
+        return [a / b for a, b in zip(self.samples[name], self.samples[other], strict=True)]
+
+    def cpu_ratios(self, name: str, other: str) -> list[float]:
+        """CPU per call of ``name`` ÷ that of ``other``, per round (> 1: ``name`` costs more)."""
+        return [a / b for a, b in zip(self.cpu[name], self.cpu[other], strict=True) if b > 0]
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ops_per_s": {name: round(self.median(name), 1) for name in self.samples},
+            "ops_per_s": {name: spread(values, 1) for name, values in self.samples.items()},
             "us_per_op": {name: round(1e6 / self.median(name), 1) for name in self.samples},
-            "cpu_us_per_op": {
-                name: round(statistics.median(values), 1) for name, values in self.cpu.items()
-            },
+            "cpu_us_per_op": {name: spread(values, 1) for name, values in self.cpu.items()},
             "samples_ops_per_s": {
                 name: [round(s, 1) for s in values] for name, values in self.samples.items()
+            },
+            "samples_cpu_us_per_op": {
+                name: [round(s, 1) for s in values] for name, values in self.cpu.items()
             },
         }
 
 
+def spread(values: Sequence[float], digits: int = 3) -> dict[str, float]:
+    """min, median and max of per-run values (what the report prints as min / median)."""
+    return {
+        "min": round(min(values), digits),
+        "median": round(statistics.median(values), digits),
+        "max": round(max(values), digits),
+        "runs": len(values),
+    }
+
+
 def interleaved(
-    prepares: Mapping[str, Callable[[int], Call]], *, n: int, rounds: int, warmup: int
+    prepares: Mapping[str, Callable[[int], Call]],
+    *,
+    n: int,
+    rounds: int,
+    warmup: int,
+    modes: Mapping[str, Callable[[], AbstractContextManager[object]]] | None = None,
 ) -> Timing:
     """Time ``n`` calls per implementation per round; implementations take turns each round.
 
     The order rotates from round to round so that none is always first (or right after a
     noisy neighbour); set-up (``prepare``) and a GC collection happen outside the timed loop.
+    ``modes[name]()`` is entered around each of ``name``'s batches (e.g. no wait callback).
     """
     names = list(prepares)
+    enter = modes or {}
+
+    def mode(name: str) -> AbstractContextManager[object]:
+        factory = enter.get(name)
+        return factory() if factory is not None else contextlib.nullcontext()
+
     for name in names:
         fn = prepares[name](warmup)
-        for i in range(warmup):
-            fn(i)
+        with mode(name):
+            for i in range(warmup):
+                fn(i)
     samples: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
@@ -110,31 +150,54 @@ def interleaved(
         for name in order:
             fn = prepares[name](n)
             gc.collect()
-            cpu_started = time.process_time()
-            started = time.perf_counter()
-            for i in range(n):
-                fn(i)
-            elapsed = time.perf_counter() - started
-            cpu[name].append(1e6 * (time.process_time() - cpu_started) / n)
+            with mode(name):
+                cpu_started = time.process_time()
+                started = time.perf_counter()
+                for i in range(n):
+                    fn(i)
+                elapsed = time.perf_counter() - started
+                cpu_used = time.process_time() - cpu_started
+            cpu[name].append(1e6 * cpu_used / n)
             samples[name].append(n / elapsed)
     return Timing(samples, cpu)
+
+
+def percentiles(latencies: Sequence[float]) -> dict[str, float | None]:
+    """p50, p90, p99 and max of ``latencies`` (seconds) in milliseconds."""
+    if not latencies:
+        return {"p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(latencies)
+
+    def at(q: float) -> float:
+        return 1e3 * ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+    return {
+        "p50_ms": round(at(0.50), 3),
+        "p90_ms": round(at(0.90), 3),
+        "p99_ms": round(at(0.99), 3),
+        "max_ms": round(1e3 * ordered[-1], 3),
+    }
 
 
 # -- profiles ---------------------------------------------------------------------------------
 
 
 def _where(code: CodeType | str) -> tuple[str, str]:
-    """(library, readable function name) of a profiler entry."""
+    """(library, readable function name) of a profiler entry; taskcore by module."""
     if isinstance(code, str):  # a built-in: "<method 'execute' of 'psycopg2...cursor' objects>"
         if "psycopg2" in code:
             return "psycopg2 (C: send, wait for the server, parse)", code
         if "pydantic_core" in code:
             return "pydantic", code
+        if "select.poll" in code or "poll' of" in code:
+            return "builtins (select.poll)", code
         return "builtins", code
     path = code.co_filename.replace("\\", "/")
     name = f"{code.co_qualname} ({_short(path)}:{code.co_firstlineno})"
+    if "/taskcore/" in path:
+        module = path.rsplit("/taskcore/", 1)[1].removesuffix(".py").replace("/", ".")
+        return f"taskcore.{module}", name
     for marker, library in (
-        ("/taskcore/", "taskcore"),
         ("/sqlalchemy/", "sqlalchemy"),
         ("/sqlmodel/", "sqlmodel"),
         ("/pydantic", "pydantic"),
@@ -145,7 +208,7 @@ def _where(code: CodeType | str) -> tuple[str, str]:
         if marker in path:
             return library, name
     if "/lib/python3" in path:
-        return "python stdlib", name
+        return f"stdlib {path.rsplit('/', 1)[-1].removesuffix('.py')}", name
     return "other", name
 
 

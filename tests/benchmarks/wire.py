@@ -2,9 +2,10 @@
 
 The raw psycopg2 baseline must run *the same SQL statement* as taskcore. taskcore's statements
 change as the library grows (idempotency keys, operation keys in a CTE, ...), so they are not
-copied here by hand: each one is captured from taskcore's engine (``before_cursor_execute``)
-and replayed by psycopg2 with fresh values for the parts that differ per call (title, task id,
-keys). The SQL text sent by both is then identical; only the bound values differ.
+copied here by hand: each one is captured where taskcore hands it to the DBAPI cursor (its hot
+path runs compiled Core statements straight on the cursor, see :func:`capture_statements`) and
+replayed by psycopg2 with fresh values for the parts that differ per call (title, task id,
+owner, keys). The SQL text sent by both is then identical; only the bound values differ.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, event
-
+import taskcore._link as taskcore_link
 from taskcore.testing import FlakyProxy
 
 __all__ = ["Captured", "StatementTemplate", "TracingProxy", "capture_statements", "summarize"]
@@ -28,6 +28,8 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _COLUMN_LIST = re.compile(r"\btasks\.\w+(?: AS \w+)?(?:, tasks\.\w+(?: AS \w+)?){3,}")
 _SPACES = re.compile(r"\s+")
 _TRACE_WIDTH = 150
+#: The function of taskcore._link that runs a compiled statement on a DBAPI cursor.
+_HOOK = "execute"
 
 
 def summarize(sql: str, width: int = _TRACE_WIDTH) -> str:
@@ -72,8 +74,9 @@ class TracingProxy(FlakyProxy):
 class StatementTemplate:
     """A statement taskcore ran, with the parameters that change from call to call marked.
 
-    ``title_params``/``id_params`` held the capture's title and task id; ``key_params`` held
-    UUIDs (idempotency and operation keys): each replay gets a fresh one, as taskcore does.
+    ``title_params``/``id_params``/``user_params`` held the capture's title, task id and owner;
+    ``key_params`` held UUIDs (idempotency and operation keys): each replay gets a fresh one,
+    as taskcore does.
     """
 
     sql: str
@@ -81,24 +84,35 @@ class StatementTemplate:
     title_params: tuple[str, ...] = ()
     id_params: tuple[str, ...] = ()
     key_params: tuple[str, ...] = ()
+    user_params: tuple[str, ...] = ()
 
     @classmethod
     def from_capture(
-        cls, sql: str, params: Mapping[str, Any], *, title: str | None, task_id: int | None
+        cls,
+        sql: str,
+        params: Mapping[str, Any],
+        *,
+        title: str | None,
+        task_id: int | None,
+        user: str | None = None,
     ) -> StatementTemplate:
-        """Mark the parameters whose value is the capture's title, task id or a UUID."""
-        titles, ids, keys = [], [], []
+        """Mark the parameters whose value is the capture's title, task id, owner or a UUID."""
+        titles, ids, keys, users = [], [], [], []
         for name, value in params.items():
             if title is not None and value == title:
                 titles.append(name)
+            elif user is not None and value == user:
+                users.append(name)
             elif task_id is not None and isinstance(value, int) and value == task_id:
                 ids.append(name)
             elif isinstance(value, str) and _UUID.match(value):
                 keys.append(name)
-        return cls(sql, dict(params), tuple(titles), tuple(ids), tuple(keys))
+        return cls(sql, dict(params), tuple(titles), tuple(ids), tuple(keys), tuple(users))
 
-    def bind(self, *, title: str | None = None, task_id: int | None = None) -> dict[str, Any]:
-        """Parameters for one replay."""
+    def bind(
+        self, *, title: str | None = None, task_id: int | None = None, user: str | None = None
+    ) -> dict[str, Any]:
+        """Parameters for one replay (the capture's owner unless ``user`` is given)."""
         values = dict(self.params)
         for name in self.title_params:
             values[name] = title
@@ -106,48 +120,109 @@ class StatementTemplate:
             values[name] = task_id
         for name in self.key_params:
             values[name] = str(uuid.uuid4())
+        if user is not None:
+            for name in self.user_params:
+                values[name] = user
         return values
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (handed to the load-test worker processes)."""
+        return {
+            "sql": self.sql,
+            "params": dict(self.params),
+            "title_params": list(self.title_params),
+            "id_params": list(self.id_params),
+            "key_params": list(self.key_params),
+            "user_params": list(self.user_params),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StatementTemplate:
+        """The inverse of :meth:`as_dict`."""
+        return cls(
+            str(data["sql"]),
+            dict(data["params"]),
+            tuple(data["title_params"]),
+            tuple(data["id_params"]),
+            tuple(data["key_params"]),
+            tuple(data["user_params"]),
+        )
 
 
 @dataclass
 class Captured:
-    """Statements taskcore's engine sent to the driver during a ``capture_statements`` block."""
+    """Statements taskcore handed to a DBAPI cursor during a ``capture_statements`` block."""
 
     statements: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
 
-    def only(self, *, title: str | None = None, task_id: int | None = None) -> StatementTemplate:
+    def only(
+        self, *, title: str | None = None, task_id: int | None = None, user: str | None = None
+    ) -> StatementTemplate:
         """The single statement captured, as a template (an error if there were more)."""
         if len(self.statements) != 1:
             shown = [summarize(sql, 60) for sql, _ in self.statements]
             raise RuntimeError(f"expected one statement, taskcore sent {len(shown)}: {shown}")
         sql, params = self.statements[0]
-        return StatementTemplate.from_capture(sql, params, title=title, task_id=task_id)
+        return StatementTemplate.from_capture(sql, params, title=title, task_id=task_id, user=user)
 
     def first(
-        self, verb: str, *, title: str | None = None, task_id: int | None = None
+        self,
+        verb: str,
+        *,
+        title: str | None = None,
+        task_id: int | None = None,
+        user: str | None = None,
     ) -> StatementTemplate:
         """The first captured statement starting with ``verb`` (e.g. "INSERT")."""
         for sql, params in self.statements:
             if sql.lstrip().upper().startswith(verb):
-                return StatementTemplate.from_capture(sql, params, title=title, task_id=task_id)
+                return StatementTemplate.from_capture(
+                    sql, params, title=title, task_id=task_id, user=user
+                )
         raise RuntimeError(f"taskcore sent no {verb} statement")
 
 
+class _RecordingCursor:
+    """A DBAPI cursor that records what it is asked to execute, then does it."""
+
+    def __init__(self, cursor: Any, captured: Captured) -> None:
+        self._cursor = cursor
+        self._captured = captured
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        if not isinstance(params, Mapping):
+            raise TypeError(f"expected named parameters for psycopg2, got {type(params)}")
+        self._captured.statements.append((sql, dict(params)))
+        return self._cursor.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
 @contextmanager
-def capture_statements(engine: Engine) -> Iterator[Captured]:
-    """Record (SQL, parameters) of every statement ``engine`` executes inside the block."""
+def capture_statements() -> Iterator[Captured]:
+    """Record (SQL, parameters) of every statement taskcore runs on its hot path in the block.
+
+    taskcore's one-shots and units run compiled Core statements through
+    ``taskcore._link.execute(cursor, compiled, params)`` (no SQLAlchemy Connection, so no
+    ``before_cursor_execute`` event); the capture wraps that function's cursor for the block.
+    The hook is private to taskcore: if it moves, this fails loudly rather than measuring
+    something else.
+    """
+    original = getattr(taskcore_link, _HOOK, None)
+    if original is None:
+        raise RuntimeError(
+            "taskcore._link.execute is gone: update tests/benchmarks/wire.py to the core's "
+            "new statement path"
+        )
     captured = Captured()
 
-    def record(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-    ) -> None:
-        if not isinstance(parameters, Mapping):
-            raise TypeError(f"expected named parameters from psycopg2, got {type(parameters)}")
-        captured.statements.append((statement, dict(parameters)))
+    def recording(cursor: Any, compiled: Any, params: Mapping[str, Any]) -> list[Any]:
+        rows: list[Any] = original(_RecordingCursor(cursor, captured), compiled, params)
+        return rows
 
-    listener: Callable[..., None] = record
-    event.listen(engine, "before_cursor_execute", listener)
+    setattr(taskcore_link, _HOOK, recording)
     try:
         yield captured
     finally:
-        event.remove(engine, "before_cursor_execute", listener)
+        setattr(taskcore_link, _HOOK, original)

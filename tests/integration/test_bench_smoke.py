@@ -1,7 +1,8 @@
 """The benchmark (tests/bench.py) keeps working: every scenario runs in a tiny mode.
 
-Only the deterministic columns are asserted (round trips counted on the wire), never times:
-a change that adds a round trip to an operation, or breaks the benchmark, fails here.
+Only the deterministic columns are asserted (round trips counted on the wire, calls that
+completed, errors), never times: a change that adds a round trip to an operation, or breaks
+the benchmark, fails here.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from _pgbouncer import find_pgbouncer
 from _pgserver import PgTarget
-from benchmarks import BenchConfig, Database, render, run_benchmark
+from benchmarks import BenchConfig, Database, markdown, render, run_benchmark
 
 pytestmark = pytest.mark.postgres
+
+_OPS = {"create_task", "get_task", "get_tasks", "update_task", "toggle_complete", "delete_task"}
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +39,32 @@ def _rt(row: dict[str, Any], implementation: str) -> Any:
 def test_one_shots_cost_exactly_one_round_trip(results: dict[str, Any]) -> None:
     """taskcore and the raw psycopg2 baseline: 1 each; the tutorial pattern pays more."""
     rows = {row["operation"]: row for row in results["one_shots"]}
-    assert set(rows) == {
-        "create_task",
-        "get_task",
-        "get_tasks",
-        "update_task",
-        "toggle_complete",
-        "delete_task",
-    }
+    assert set(rows) == _OPS
     for op, row in rows.items():
         assert _rt(row, "taskcore") == 1, (op, row["round_trips"]["taskcore"]["wire"])
         assert _rt(row, "raw_psycopg2") == 1, op
         assert _rt(row, "tutorial") > 1, op
         assert row["round_trips"]["taskcore"]["new_connections"] == 0, op
         assert row["round_trips_pass"] is True
-        for phase in ("loopback", "link"):
-            assert set(row[phase]["ops_per_s"]) == {"taskcore", "raw_psycopg2", "tutorial"}
+        assert set(row["loopback"]["ops_per_s"]) == {
+            "taskcore",
+            "raw_psycopg2",
+            "tutorial",
+            "raw_wait_callback",
+        }
+        assert set(row["link"]["ops_per_s"]) == {"taskcore", "raw_psycopg2", "tutorial"}
+        cpu = row["loopback"]["cpu"]["us_per_op"]
+        assert cpu["taskcore"]["median"] > 0 and cpu["raw_psycopg2"]["median"] > 0, op
+
+
+@pytest.mark.real_waits
+def test_baseline_replays_taskcores_own_sql(results: dict[str, Any]) -> None:
+    """The raw baseline's statements are the ones captured from taskcore's hot path."""
+    sql = results["sql"]
+    assert {"create_task", "get_task", "get_tasks", "update_task", "toggle_complete"} <= set(sql)
+    assert "ON CONFLICT" in sql["create_task"]
+    assert "task_operations" in sql["update_task"] and "task_operations" in sql["delete_task"]
+    assert results["wait_callback"] is not None  # taskcore installed its deadline callback
 
 
 @pytest.mark.real_waits
@@ -78,15 +92,51 @@ def test_bulk_round_trips_and_recovery(results: dict[str, Any]) -> None:
     ticket = 1 if bulk["commit_protection"] else 0
     assert bulk["round_trips"]["raw_psycopg2"]["round_trips"] == pages + 2
     assert bulk["round_trips"]["taskcore"]["round_trips"] == pages + 2 + ticket
-    assert bulk["loopback"]["seconds"]["taskcore"] > 0
+    assert bulk["loopback"]["seconds"]["taskcore"]["median"] > 0
     assert results["recovery"]["ok"] is True
+
+
+def _check_load(load: dict[str, Any], impls: set[str]) -> None:
+    assert load["summary"].keys() == impls
+    for run in load["runs"]:
+        for impl in impls:
+            got = run[impl]
+            assert got["completed"] > 0, (impl, got)
+            assert got["error_count"] == 0, (impl, got["errors"])
+            assert got["stuck_threads"] == 0
+            assert got["latency"]["p99_ms"] is not None
+            assert set(got["by_operation"]) == {
+                "get_task",
+                "get_tasks",
+                "create_task",
+                "toggle_complete",
+                "update_task",
+            }
+    assert "ratio_vs_raw" in load["summary"]["taskcore"]
+
+
+@pytest.mark.real_waits
+def test_many_clients_closed_loop_and_think_time(results: dict[str, Any]) -> None:
+    """Both many-clients scenarios complete calls on every side, with no errors."""
+    impls = {"taskcore", "raw_psycopg2"}
+    direct = results["load"]["direct"]
+    assert direct["clients"] == 2 * 4
+    _check_load(direct, impls)
+    bouncer = results["load"]["pgbouncer"]
+    if find_pgbouncer() is None:
+        assert "skipped" in bouncer
+    else:
+        _check_load(bouncer, impls)
+    _check_load(results["think_time"], impls)
 
 
 @pytest.mark.real_waits
 def test_report_and_json(results: dict[str, Any], tmp_path: Path) -> None:
-    """The table renders and the results survive a JSON round trip."""
+    """The text and Markdown reports render and the results survive a JSON round trip."""
     text = render(results)
-    assert "create_task" in text and "Recovery" in text and "Bulk" in text
+    assert "create_task" in text and "Recovery" in text and "create_many" in text
+    assert "closed loop" in text and "think time" in text and "Targets" in text
+    assert "| operation |" in markdown(results)
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(results))
     assert json.loads(path.read_text())["machine"]["cpu_count"] >= 1
