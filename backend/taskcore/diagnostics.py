@@ -46,6 +46,10 @@ def check_connection(database: Database, *, deadline: float | None = None) -> Co
     dbapi = guarded(lambda: connect(clock), Phase.CONNECT)
     connected = time.perf_counter()
     try:
+        if settings.backend == "postgresql":
+            # No BEGIN: one round trip, and a pooler never sees a client leave mid-transaction
+            # (PgBouncer would have to throw its server connection away).
+            dbapi.autocommit = True
         compiled = compile_for(_VERSION[settings.backend], database.dialect)
 
         def ask() -> str:

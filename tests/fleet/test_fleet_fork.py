@@ -140,13 +140,18 @@ def test_process_pool_executor_with_spawn_and_an_initializer(pg_db: Any) -> None
     _fork_safety(pg_db, lambda: _with_executor("spawn", pg_db.url), workers=1)
 
 
-def test_fork_hook_gives_the_child_a_fresh_engine_and_leaves_the_parent_alone(pg_db: Any) -> None:
-    """A child forked while the parent holds pooled connections starts with no engine of its
-    own and builds one on first use; the parent's engine object is untouched."""
+def test_fork_hook_gives_the_child_fresh_connections_and_leaves_the_parent_alone(
+    pg_db: Any,
+) -> None:
+    """A child forked while the parent holds a pooled connection opens its own on first use and
+    never touches the parent's: the parent goes on using its pooled connection, opening none."""
     taskcore.create_task(TaskCreate(title="warm"), user_id="u")
-    engine = taskcore.engine.get_engine()
-    pool_before = engine.pool
+    database = taskcore.default_database()
+    before = database.stats()
+    assert before.idle == 1
     ctx = multiprocessing.get_context("fork")
     [report] = run_fleet(ctx, fork_child_work, [(None,)])
-    assert taskcore.engine.get_engine() is engine and engine.pool is pool_before
     assert report.seen
+    assert taskcore.get_tasks(user_id="u")  # on the same pooled connection, still alive
+    assert taskcore.default_database() is database
+    assert database.stats().opened == before.opened
