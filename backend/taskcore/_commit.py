@@ -43,11 +43,12 @@ def commit_protected(unit: UnitOfWork, link: Link, deadline: Deadline, *, wrote:
     ticket = _take_ticket(link, deadline) if database.settings.commit_protection else None
     try:
         link.commit(Phase.COMMIT, deadline)
-        return
     except CommitOutcomeUnknownError:
         if ticket is None:
             raise
         link.broken = True
+    else:
+        return
     outcome = resolve_commit(
         database._open_link, ticket, deadline, database.policy, database.events
     )

@@ -108,7 +108,7 @@ def wait(conn: Any) -> None:
                 if deadline is not None:
                     left = deadline.remaining()
                     if left <= 0:
-                        raise DeadlineExpired
+                        raise DeadlineExpired  # noqa: TRY301 - psycopg2 closes the connection
                     slice_ = min(slice_, left)
                 if poller.poll(slice_ * 1000):
                     break

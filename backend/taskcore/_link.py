@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -17,8 +18,7 @@ from sqlalchemy.sql.elements import (
 )
 
 from taskcore._deadline import Deadline, bounded
-from taskcore._pool import Pool as ConnectionPool
-from taskcore._pool import Pooled
+from taskcore._pool import ConnectionSource, Pooled
 from taskcore._sql import compile_for, execute
 from taskcore._translate import _DRIVER_ERRORS, Phase, translate
 from taskcore.errors import TaskcoreError
@@ -46,7 +46,7 @@ class Link:
         "savepoint_name",
     )
 
-    def __init__(self, pool: ConnectionPool, pooled: Pooled, dialect: Dialect) -> None:
+    def __init__(self, pool: ConnectionSource, pooled: Pooled, dialect: Dialect) -> None:
         self.pool = pool
         self.pooled = pooled
         self.dbapi: Any = pooled.dbapi
@@ -106,23 +106,24 @@ class Link:
 
     def savepoint(self, name: str, deadline: Deadline) -> None:
         """SAVEPOINT name."""
-        self.fetch(SavepointClause(name), {}, Phase.STATEMENT, deadline)
+        self.fetch(_clause(SavepointClause, name), {}, Phase.STATEMENT, deadline)
 
     def release(self, name: str, deadline: Deadline) -> None:
         """RELEASE SAVEPOINT name."""
-        self.fetch(ReleaseSavepointClause(name), {}, Phase.STATEMENT, deadline)
+        self.fetch(_clause(ReleaseSavepointClause, name), {}, Phase.STATEMENT, deadline)
 
     def rollback_to(self, name: str, deadline: Deadline) -> None:
         """ROLLBACK TO SAVEPOINT name."""
-        self.fetch(RollbackToSavepointClause(name), {}, Phase.STATEMENT, deadline)
+        self.fetch(_clause(RollbackToSavepointClause, name), {}, Phase.STATEMENT, deadline)
 
     def _run(self, fn: Any, phase: Phase, deadline: Deadline) -> None:
         try:
             with bounded(deadline):
                 fn()
-            return
         except _DRIVER_ERRORS as exc:
             error = self._failed(exc, phase)
+        else:
+            return
         raise error
 
     def _failed(self, exc: BaseException, phase: Phase) -> TaskcoreError:
@@ -146,6 +147,13 @@ class Link:
             return engine.connect()
         finally:
             _lent.dbapi = None
+
+
+@functools.cache
+def _clause(kind: Any, name: str) -> ClauseElement:
+    """SAVEPOINT / RELEASE / ROLLBACK TO for ``name``, built once (a cached statement shape)."""
+    clause: ClauseElement = kind(name)
+    return clause
 
 
 _lent = threading.local()

@@ -18,12 +18,12 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from taskcore._deadline import Deadline
 from taskcore.errors import PoolExhaustedError
 
-__all__ = ["Pool", "PoolStats", "Pooled"]
+__all__ = ["ConnectionSource", "Pool", "PoolStats", "Pooled"]
 
 
 class Pooled:
@@ -49,6 +49,26 @@ class PoolStats:
     waiting: int
     opened: int
     discarded: int
+
+
+class ConnectionSource(Protocol):
+    """Where a Link gets its connection: the Pool, or an isolated handle's one connection."""
+
+    def acquire(self, deadline: Deadline) -> Pooled:
+        """A live connection before ``deadline``."""
+        ...
+
+    def release(self, pooled: Pooled, *, reuse: bool) -> None:
+        """Take the connection back (closing it unless ``reuse``)."""
+        ...
+
+    def stats(self) -> PoolStats:
+        """Counters."""
+        ...
+
+    def dispose(self) -> None:
+        """Close idle connections."""
+        ...
 
 
 class _Waiter:

@@ -110,7 +110,9 @@ BATCH = 1000
 def insert_many(rows: int) -> Insert:
     """One INSERT ... VALUES of ``rows`` rows (``<column>_<i>`` binds) RETURNING every column."""
     names = ("title", "description", "user_id")
-    values = [{name: bindparam(f"{name}_{i}") for name in names} for i in range(rows)]
+    values: list[dict[str, Any]] = [
+        {name: bindparam(f"{name}_{i}") for name in names} for i in range(rows)
+    ]
     return insert(TASKS).values(values).returning(*TASKS.c)
 
 

@@ -20,10 +20,11 @@ from taskcore._connect import connector
 from taskcore._deadline import Deadline
 from taskcore._link import Link, lending_engine
 from taskcore._oneshot import run_oneshot
-from taskcore._pool import Pool, Pooled, PoolStats
+from taskcore._pool import ConnectionSource, Pool, Pooled, PoolStats
 from taskcore._translate import Phase, guarded, translate
 from taskcore.budget import RetryBudget
 from taskcore.config import Settings, load_settings, settings_for
+from taskcore.diagnostics import ConnectionReport, check_connection
 from taskcore.errors import PoolExhaustedError, TaskcoreError
 from taskcore.events import Event, EventHub
 from taskcore.models import Task, TaskCreate, TaskUpdate
@@ -78,7 +79,7 @@ class Database:
         self.events = EventHub(parent=events.process)
         self.is_isolated = False
         self._lock = threading.Lock()
-        self._pool: Pool | _Pinned | None = None
+        self._pool: ConnectionSource | None = None
         self._engine: Engine | None = None
         self._budget: tuple[int, RetryBudget] | None = None
         self._savepoints = itertools.count(1)
@@ -267,10 +268,8 @@ class Database:
 
         self._run("init_db", create_schema, deadline=deadline)
 
-    def check_connection(self, *, deadline: float | None = None) -> Any:
+    def check_connection(self, *, deadline: float | None = None) -> ConnectionReport:
         """Open a fresh connection once, time it, and ask the server its version."""
-        from taskcore.diagnostics import check_connection
-
         return check_connection(self, deadline=deadline)
 
     def subscribe(self, callback: Callable[[Event], object]) -> Callable[[], None]:
@@ -338,7 +337,7 @@ class Database:
             self._budget = held
         return held[1]
 
-    def _connections(self) -> Pool | _Pinned:
+    def _connections(self) -> ConnectionSource:
         pool = self._pool
         if pool is None:
             with self._lock:
@@ -371,11 +370,11 @@ class Database:
         except Exception as exc:  # noqa: BLE001 - translated below, outside the except block
             error = translate(exc, Phase.CONNECT)
         else:
-            link = Link(pool, pooled, self.dialect)  # type: ignore[arg-type]
+            link = Link(pool, pooled, self.dialect)
             if oneshot:
                 if self.is_isolated:
-                    link.savepoint_name = self._savepoint_name()
-                    self._guard(link, lambda: link.savepoint(link.savepoint_name, deadline))
+                    name = link.savepoint_name = self._savepoint_name()
+                    self._guard(link, lambda: link.savepoint(name, deadline))
                 else:
                     link.autocommit()
             return link

@@ -91,6 +91,7 @@ Event = (
     | (UnitFinished)
 )
 
+
 def _counter_name(event: Event) -> str:
     if isinstance(event, RetryScheduled):
         return "retries"

@@ -97,6 +97,7 @@ class UnitOfWork:
         self._callbacks: list[Callable[[], object]] = []
         self._tasks: TaskRepository | None = None
         self._wrote = False
+        self._started = 0.0
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "read-write"
