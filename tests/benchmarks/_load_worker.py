@@ -13,9 +13,9 @@ callback) and ``tutorial`` (the SQLModel tutorial pattern on a SQLAlchemy engine
 
 from __future__ import annotations
 
+import collections
 import json
 import os
-import queue
 import random
 import sys
 import threading
@@ -35,6 +35,7 @@ from benchmarks.wire import StatementTemplate
 DESCRIPTION = "load test"
 #: Longest wait for a pooled connection (taskcore's default deadline).
 _WAIT_S = 30.0
+_OPEN = object()  # handed to a waiter: "open a connection yourself"
 Call = Callable[[int, int], object]  # (call number, task id) -> result
 
 
@@ -99,58 +100,95 @@ class TaskcoreSide:
 
 
 class RawPool:
-    """The smallest blocking pool: at most ``size`` connections, opened on demand, kept open."""
+    """The smallest fair blocking pool: at most ``size`` connections, opened on demand, kept
+    open; a returned connection goes straight to the longest-waiting thread (first come,
+    first served), so no caller is starved while others take turns."""
 
     def __init__(self, params: Mapping[str, Any], size: int) -> None:
         self._params = dict(params)
-        self._idle: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()
+        self._idle: collections.deque[Any] = collections.deque()
+        self._waiters: collections.deque[list[Any]] = collections.deque()  # [event, conn]
         self._size = size
         self._made = 0
+        self._opened = 0
+
+    def _acquire(self) -> Any:
+        with self._lock:
+            if not self._waiters and self._idle:
+                return self._idle.pop()
+            make = not self._waiters and self._made < self._size
+            if make:
+                self._made += 1
+            else:
+                waiter: list[Any] = [threading.Event(), None]
+                self._waiters.append(waiter)
+        if make:
+            return self._acquire_new()
+        if not waiter[0].wait(_WAIT_S):
+            with self._lock:
+                if waiter[1] is None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    raise TimeoutError("no pooled connection within 30 s")
+        if waiter[1] is _OPEN:
+            return self._acquire_new()
+        return waiter[1]
+
+    def _acquire_new(self) -> Any:
+        try:
+            conn = psycopg2.connect(**self._params)
+        except BaseException:
+            self._release(None)
+            raise
+        conn.autocommit = True
+        with self._lock:
+            self._opened += 1
+        return conn
+
+    def _release(self, conn: Any) -> None:
+        """Hand ``conn`` (None: the right to open one) to the oldest waiter, or keep it."""
+        with self._lock:
+            if self._waiters:
+                waiter = self._waiters.popleft()
+                waiter[1] = _OPEN if conn is None else conn
+                waiter[0].set()
+                return
+            if conn is None:
+                self._made -= 1
+            else:
+                self._idle.append(conn)
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
-        conn = None
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                make = self._made < self._size
-                if make:
-                    self._made += 1
-            if make:
-                try:
-                    conn = psycopg2.connect(**self._params)
-                except BaseException:
-                    with self._lock:
-                        self._made -= 1
-                    raise
-                conn.autocommit = True
-            else:
-                conn = self._idle.get(timeout=_WAIT_S)
-        broken = False
+        conn = self._acquire()
         try:
             yield conn
         except psycopg2.Error:
-            broken = bool(conn.closed)
+            if conn.closed:
+                self._release(None)
+                raise
+            self._release(conn)
             raise
-        finally:
-            if broken:
-                with self._lock:
-                    self._made -= 1
-            else:
-                self._idle.put(conn)
+        except BaseException:
+            self._release(conn)
+            raise
+        self._release(conn)
 
     @property
     def opened(self) -> int:
+        """Connections opened so far (each a server session)."""
+        return self._opened
+
+    @property
+    def open(self) -> int:
+        """Connections open now."""
         return self._made
 
     def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        with self._lock:
+            idle, self._idle = list(self._idle), collections.deque()
+        for conn in idle:
+            conn.close()
 
 
 class RawSide:
@@ -193,7 +231,7 @@ class RawSide:
         return self.pool_obj.opened
 
     def pool(self) -> dict[str, int]:
-        return {"open": self.pool_obj.opened}
+        return {"open": self.pool_obj.open}
 
     def close(self) -> None:
         self.pool_obj.close()

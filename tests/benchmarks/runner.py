@@ -428,7 +428,7 @@ def _count_one_bulk(
         raise RuntimeError(f"{impl.name} created {created} of {n} tasks")
     return {
         # Nothing parsed (TLS makes the link opaque to the proxy): unknown, not zero.
-        "round_trips": stats.round_trips if wire else None,
+        "round_trips": stats.round_trips if stats.round_trips or not stats.bytes_up else None,
         "new_connections": stats.connections,
         "wire": [text[:70] for text in wire],
     }
