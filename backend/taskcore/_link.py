@@ -18,6 +18,7 @@ from sqlalchemy.sql.elements import (
 )
 
 from taskcore._deadline import Deadline, bounded
+from taskcore._deadline import _local as _deadline_local
 from taskcore._pool import ConnectionSource, Pooled
 from taskcore._sql import compile_for, execute
 from taskcore._translate import _DRIVER_ERRORS, Phase, translate
@@ -36,7 +37,6 @@ class Link:
     """A pooled connection lent to one unit of work or one-shot call."""
 
     __slots__ = (
-        "_cursor",
         "broken",
         "dbapi",
         "dialect",
@@ -52,7 +52,6 @@ class Link:
         self.dbapi: Any = pooled.dbapi
         self.dialect = dialect
         self.postgres = dialect.name == "postgresql"
-        self._cursor: Any = None
         self.broken = False
         #: On an isolated (test) handle: the savepoint standing in for this call's transaction.
         self.savepoint_name: str | None = None
@@ -62,13 +61,17 @@ class Link:
     ) -> list[Any]:
         """Run a cached Core statement shape; its rows (columns: ``columns(statement)``)."""
         compiled = compile_for(statement, self.dialect)
+        previous = _deadline_local.__dict__.get("deadline")
+        _deadline_local.deadline = deadline  # what the wait callback honours (see _deadline)
         try:
-            if self._cursor is None:
-                self._cursor = self.dbapi.cursor()
-            with bounded(deadline):
-                return execute(self._cursor, compiled, params)
+            cursor = self.pooled.cursor
+            if cursor is None:
+                cursor = self.pooled.cursor = self.dbapi.cursor()
+            return execute(cursor, compiled, params)
         except _DRIVER_ERRORS as exc:
             error = self._failed(exc, phase)
+        finally:
+            _deadline_local.deadline = previous
         raise error
 
     def columns(self, statement: ClauseElement) -> tuple[str, ...]:
@@ -132,12 +135,6 @@ class Link:
 
     def close(self, *, reuse: bool = True) -> None:
         """Give the connection back (a broken or abandoned one is closed instead)."""
-        cursor, self._cursor = self._cursor, None
-        if cursor is not None and not self.broken:
-            try:
-                cursor.close()
-            except Exception:  # noqa: BLE001 - a closed cursor means a dead connection
-                self.broken = True
         self.pool.release(self.pooled, reuse=reuse and not self.broken)
 
     def sa_connection(self, engine: Engine) -> Connection:

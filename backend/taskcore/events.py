@@ -30,7 +30,7 @@ __all__ = [
 _log = logging.getLogger("taskcore")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetryScheduled:
     """An attempt failed with a transient error; the next one starts after ``wait`` seconds."""
 
@@ -41,7 +41,7 @@ class RetryScheduled:
     sqlstate: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GaveUp:
     """The retry policy (or the retry budget) stopped: the call raised DatabaseUnavailableError."""
 
@@ -52,26 +52,26 @@ class GaveUp:
     sqlstate: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BudgetExhausted:
     """This process spent its retry budget: calls now fail fast, probing now and then."""
 
     operation: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CommitResolved:
     """A lost COMMIT reply was resolved by asking the server: committed, aborted or unknown."""
 
     outcome: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StaleConnectionReplaced:
     """A pooled connection the server had closed was replaced at checkout (no round trip)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UnitFinished:
     """A unit of work ended: ``outcome`` is committed, rolled_back or failed."""
 
@@ -92,18 +92,22 @@ Event = (
 )
 
 
+_FIXED_NAMES: dict[type, str] = {
+    RetryScheduled: "retries",
+    BudgetExhausted: "budget_exhausted",
+    StaleConnectionReplaced: "stale_connections_replaced",
+}
+
+
 def _counter_name(event: Event) -> str:
-    if isinstance(event, RetryScheduled):
-        return "retries"
+    name = _FIXED_NAMES.get(type(event))
+    if name is not None:
+        return name
+    if isinstance(event, UnitFinished):
+        return "units_" + event.outcome
     if isinstance(event, GaveUp):
-        return f"gave_up_{event.reason}"
-    if isinstance(event, BudgetExhausted):
-        return "budget_exhausted"
-    if isinstance(event, CommitResolved):
-        return f"commits_resolved_{event.outcome}"
-    if isinstance(event, StaleConnectionReplaced):
-        return "stale_connections_replaced"
-    return f"units_{event.outcome}"
+        return "gave_up_" + event.reason
+    return "commits_resolved_" + event.outcome
 
 
 class EventHub:
@@ -121,13 +125,13 @@ class EventHub:
         Callbacks run synchronously in the thread that emits; keep them fast. An exception in
         a callback is logged (class name only) and never reaches taskcore's caller.
         """
-        with self._lock:
-            self._subscribers.append(callback)
+        with self._lock:  # copy on write: emit reads the list without copying it
+            self._subscribers = [*self._subscribers, callback]
 
         def unsubscribe() -> None:
             with self._lock:
                 if callback in self._subscribers:
-                    self._subscribers.remove(callback)
+                    self._subscribers = [c for c in self._subscribers if c is not callback]
 
         return unsubscribe
 
@@ -143,20 +147,28 @@ class EventHub:
 
     def emit(self, event: Event) -> None:
         """Count ``event``, hand it to every subscriber, then to the parent hub."""
-        with self._lock:
-            self._counters[_counter_name(event)] += 1
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(event)
-            except Exception as exc:  # noqa: BLE001 - an observer must never break the observed
-                _log.warning(
-                    "event subscriber failed (%s)",
-                    type(exc).__name__,
-                    extra={"taskcore_event": "subscriber_failed", "error": type(exc).__name__},
-                )
-        if self._parent is not None:
-            self._parent.emit(event)
+        name = _counter_name(event)
+        hub: EventHub | None = self
+        while hub is not None:
+            with hub._lock:
+                hub._counters[name] += 1
+                subscribers = hub._subscribers
+            if subscribers:
+                _notify(subscribers, event)
+            hub = hub._parent
+
+
+def _notify(subscribers: list[Callable[[Event], object]], event: Event) -> None:
+    """Call each subscriber; a failing one is logged by class name and skipped."""
+    for callback in subscribers:
+        try:
+            callback(event)
+        except Exception as exc:  # noqa: BLE001 - an observer must never break the observed
+            _log.warning(
+                "event subscriber failed (%s)",
+                type(exc).__name__,
+                extra={"taskcore_event": "subscriber_failed", "error": type(exc).__name__},
+            )
 
 
 #: Every handle's events, for process-wide observers.
