@@ -10,6 +10,7 @@ owner, keys). The SQL text sent by both is then identical; only the bound values
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 import uuid
@@ -43,9 +44,9 @@ class TracingProxy(FlakyProxy):
 
     The proxy counts round trips through its public stats; the statement texts come from its
     per-statement callback, a private method of the project's own test tool. That method has
-    moved before (``FlakyProxy._statement(link, text)``, then ``Link._statement(text)`` in
-    ``taskcore.testing._link``): whichever exists is wrapped while :meth:`tracing` runs, and
-    if neither does, the trace stays empty (round trips are still counted).
+    moved before (``FlakyProxy._statement(link, text)``, then ``_statement(text)`` on a class
+    of ``taskcore.testing._link`` or ``._intercept``): whichever exists is wrapped while
+    :meth:`tracing` runs; if none does, the trace stays empty (round trips are still counted).
     """
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -86,19 +87,24 @@ class TracingProxy(FlakyProxy):
             setattr(owner, "_statement", original)  # noqa: B010
 
 
-def _statement_hook() -> tuple[type | None, Any]:
-    """The class whose ``_statement`` sees each query's text, and that function."""
-    try:
-        from taskcore.testing import _link as testing_link
+#: Modules of taskcore.testing that have held the per-statement callback (newest first).
+_HOOK_MODULES = ("taskcore.testing._intercept", "taskcore.testing._link")
 
-        link_class: type | None = getattr(testing_link, "Link", None)
-    except ImportError:
-        link_class = None
-    for owner in (link_class, FlakyProxy):
-        hook = getattr(owner, "_statement", None) if owner is not None else None
-        if callable(hook):
-            return owner, hook
-    return None, None
+
+def _statement_hook() -> tuple[type | None, Any]:
+    """The class whose ``_statement(text)`` sees each query's text, and that function."""
+    for name in _HOOK_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        for owner in vars(module).values():
+            if isinstance(owner, type) and owner.__module__ == name:
+                hook = owner.__dict__.get("_statement")
+                if callable(hook):
+                    return owner, hook
+    hook = getattr(FlakyProxy, "_statement", None)
+    return (FlakyProxy, hook) if callable(hook) else (None, None)
 
 
 @dataclass(frozen=True)
