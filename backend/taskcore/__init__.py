@@ -7,15 +7,15 @@ import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from taskcore import events
-from taskcore.config import Settings, default_sqlite_path, load_settings, settings_for
-from taskcore.database import (
-    Database,
+from taskcore._default import (
     configure,
     default_database,
     dispose,
     set_default_database,
     use_database,
 )
+from taskcore.config import Settings, default_sqlite_path, load_settings, settings_for
+from taskcore.database import Database
 from taskcore.diagnostics import ConnectionReport
 from taskcore.errors import (
     CommitOutcomeUnknownError,

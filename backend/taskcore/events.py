@@ -107,7 +107,9 @@ def _counter_name(event: Event) -> str:
         return "units_" + event.outcome
     if isinstance(event, GaveUp):
         return "gave_up_" + event.reason
-    return "commits_resolved_" + event.outcome
+    if isinstance(event, CommitResolved):
+        return "commits_resolved_" + event.outcome
+    raise TypeError(f"not a taskcore event: {type(event).__name__}")
 
 
 class EventHub:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from taskcore.database import default_database
+from taskcore._default import default_database
 from taskcore.diagnostics import ConnectionReport
 from taskcore.models import Task, TaskCreate, TaskUpdate
 

@@ -118,7 +118,7 @@ class UnitOfWork:
     def database(self) -> Database:
         """The handle this unit runs on."""
         if self._database is None:
-            from taskcore.database import default_database
+            from taskcore._default import default_database
 
             self._database = default_database()
         return self._database
@@ -367,7 +367,7 @@ class UnitOfWork:
     ) -> T:
         """Run ``fn`` in a fresh unit of work on the default handle, re-running it whole on a
         transient failure (see ``Database.run``)."""
-        from taskcore.database import default_database
+        from taskcore._default import default_database
 
         return default_database().run(
             fn,

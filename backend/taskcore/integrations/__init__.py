@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from taskcore.database import Database, default_database
+from taskcore import Database, default_database
 from taskcore.errors import CommitOutcomeUnknownError, DatabaseUnavailableError, TransientError
 from taskcore.unit_of_work import UnitOfWork
 
