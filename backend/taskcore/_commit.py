@@ -1,7 +1,9 @@
-"""COMMIT with protection against a lost reply, and per-unit settings sent with the BEGIN."""
+"""How a unit of work ends: COMMIT protected against a lost reply, rollback, release."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, func, select
@@ -10,12 +12,14 @@ from taskcore._deadline import Deadline
 from taskcore._link import Link
 from taskcore._resolve import CommitTicket, Outcome, resolve_commit, ticket_statement
 from taskcore._translate import Phase
-from taskcore.errors import CommitOutcomeUnknownError, TransientError
+from taskcore.errors import CommitOutcomeUnknownError, TaskcoreError, TransientError
 
 if TYPE_CHECKING:
     from taskcore.unit_of_work import UnitOfWork
 
-__all__ = ["commit_protected", "set_statement_timeout"]
+_log = logging.getLogger("taskcore")
+
+__all__ = ["commit_protected", "release", "rollback_quietly", "set_statement_timeout"]
 
 #: pg_current_xact_id() / pg_xact_status() arrived in PostgreSQL 13.
 _TICKETS_SINCE = 130000
@@ -71,3 +75,38 @@ def _take_ticket(link: Link, deadline: Deadline) -> CommitTicket | None:
         return None
     xid, pid = link.fetch(ticket_statement(), {}, Phase.STATEMENT, deadline)[0]
     return None if xid is None else CommitTicket(xid=str(xid), backend_pid=int(pid))
+
+
+def rollback_quietly(uow: UnitOfWork) -> None:
+    """Roll back; a failure here is logged and never hides the exception already leaving."""
+    uow._require_active()
+    link = uow._link
+    if link is not None:
+        try:
+            uow.database._end(link, commit=False, deadline=uow._time())
+        except TaskcoreError as error:
+            _log.warning(
+                "error ignored in rollback (%s); the server rolls back a transaction whose "
+                "connection is gone",
+                type(error).__name__,
+                extra={"taskcore_event": "rollback_failed", "error": type(error).__name__},
+            )
+            link.broken = True
+    from taskcore.unit_of_work import Status
+
+    uow._move(Status.ROLLED_BACK)
+    release(uow)
+
+
+def release(uow: UnitOfWork, *, reuse: bool = True) -> None:
+    """Close the unit's session and SQLAlchemy connection, and give its connection back."""
+    session, uow._session = uow._session, None
+    sa, uow._sa = uow._sa, None
+    link, uow._link = uow._link, None
+    with contextlib.suppress(Exception):
+        if session is not None:
+            session.close()
+        if sa is not None:
+            sa.close()  # after COMMIT/ROLLBACK: its own rollback finds nothing to undo
+    if link is not None:
+        link.close(reuse=reuse)

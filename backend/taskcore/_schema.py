@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Index
 
+from taskcore import _sqlalchemy
 from taskcore._statements import TASKS
 from taskcore._translate import Phase, guarded
 from taskcore.errors import DatabaseError, TransientError
@@ -28,7 +29,7 @@ _CREATE_RACE_SQLSTATES = {"23505", "42P07", "42710"}
 def create_schema(uow: UnitOfWork) -> None:
     """Create tasks, task_operations and the (user_id, id) index in the unit's transaction."""
     uow._ready(writes=True)
-    connection = uow._connection()
+    connection = _sqlalchemy.connection(uow)
     try:
         guarded(
             lambda: TASKS.metadata.create_all(connection, tables=[TASKS, task_operations]),

@@ -5,20 +5,22 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar, Unpack
 
 from sqlalchemy import Connection, Executable
 from sqlalchemy.sql import ClauseElement
 from sqlmodel import Session
 
-from taskcore._commit import commit_protected, set_statement_timeout
+from taskcore import _sqlalchemy
+from taskcore._commit import commit_protected, release, rollback_quietly, set_statement_timeout
 from taskcore._deadline import Deadline
 from taskcore._link import Link
-from taskcore._translate import Phase, guarded
+from taskcore._translate import Phase
 from taskcore.errors import TaskcoreError, UsageError
 from taskcore.repository import TaskRepository
+from taskcore.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from taskcore.database import Database
@@ -52,6 +54,27 @@ _MOVES: dict[Status, frozenset[Status]] = {
 }
 
 
+def _check_options(
+    isolation: str | None, statement_timeout: float | None, deadline: float | None
+) -> None:
+    if isolation is not None and isolation not in _ISOLATIONS:
+        raise UsageError(f"isolation must be one of {sorted(_ISOLATIONS)}")
+    if statement_timeout is not None and not 0 < statement_timeout < 2**31 / 1000:
+        raise UsageError("statement_timeout must be a positive number of seconds")
+    if deadline is not None and not 0 < deadline < float("inf"):
+        raise UsageError("deadline must be a positive number of seconds")
+
+
+class RunOptions(TypedDict, total=False):
+    """Keyword options of ``run``: as for ``UnitOfWork``, plus a RetryPolicy."""
+
+    read_only: bool
+    isolation: Isolation | None
+    statement_timeout: float | None
+    deadline: float | None
+    policy: RetryPolicy | None
+
+
 class UnitOfWork:
     """One transaction: commits when the ``with`` block ends cleanly, rolls back when it raises.
 
@@ -71,12 +94,7 @@ class UnitOfWork:
         statement_timeout: float | None = None,
         deadline: float | None = None,
     ) -> None:
-        if isolation is not None and isolation not in _ISOLATIONS:
-            raise UsageError(f"isolation must be one of {sorted(_ISOLATIONS)}")
-        if statement_timeout is not None and not 0 < statement_timeout < 2**31 / 1000:
-            raise UsageError("statement_timeout must be a positive number of seconds")
-        if deadline is not None and not 0 < deadline < float("inf"):
-            raise UsageError("deadline must be a positive number of seconds")
+        _check_options(isolation, statement_timeout, deadline)
         self.read_only = read_only
         self.isolation = isolation
         #: Seconds any one statement may run (PostgreSQL; SET LOCAL, so pooler-safe).
@@ -148,7 +166,7 @@ class UnitOfWork:
             for callback in callbacks:
                 callback()
             return
-        self._rollback_quietly()
+        rollback_quietly(self)
         self.database._unit_finished(self)
         if exc is None and self._failure is not None:
             raise self._failure  # the block swallowed a database error: committing would be wrong
@@ -163,44 +181,14 @@ class UnitOfWork:
         try:
             if link is not None:
                 deadline = self._time()
-                self._flush_session()
+                _sqlalchemy.flush(self)
                 commit_protected(self, link, deadline, wrote=self._wrote)
         except TaskcoreError:
             self._move(Status.FAILED)
-            self._close(reuse=False)
+            release(self, reuse=False)
             raise
         self._move(Status.COMMITTED)
-        self._close()
-
-    def _rollback_quietly(self) -> None:
-        """Roll back; a failure here is logged and never hides the exception already leaving."""
-        self._require_active()
-        link = self._link
-        if link is not None:
-            try:
-                self.database._end(link, commit=False, deadline=self._time())
-            except TaskcoreError as error:
-                _log.warning(
-                    "error ignored in rollback (%s); the server rolls back a transaction whose "
-                    "connection is gone",
-                    type(error).__name__,
-                    extra={"taskcore_event": "rollback_failed", "error": type(error).__name__},
-                )
-                link.broken = True
-        self._move(Status.ROLLED_BACK)
-        self._close()
-
-    def _close(self, *, reuse: bool = True) -> None:
-        session, self._session = self._session, None
-        sa, self._sa = self._sa, None
-        link, self._link = self._link, None
-        with contextlib.suppress(Exception):
-            if session is not None:
-                session.close()
-            if sa is not None:
-                sa.close()  # after COMMIT/ROLLBACK: its own rollback finds nothing to undo
-        if link is not None:
-            link.close(reuse=reuse)
+        release(self)
 
     # -- what the block uses -----------------------------------------------------------------
 
@@ -220,11 +208,7 @@ class UnitOfWork:
         unit's own statements and COMMIT. Errors raised through it are not translated: use
         :meth:`run_statement` for taskcore's error handling.
         """
-        self._require_active()
-        self._wrote = True  # whatever the caller does through the session may write
-        if self._session is None:
-            self._session = Session(bind=self._connection(), expire_on_commit=False)
-        return self._session
+        return _sqlalchemy.session(self)
 
     def on_commit(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` after a successful COMMIT (in order; never after a rollback).
@@ -243,36 +227,10 @@ class UnitOfWork:
         """
         return self.tasks.claim(key)
 
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[None]:
+    def savepoint(self) -> contextlib.AbstractContextManager[None]:
         """A nested block: an exception inside rolls back only that block's changes, then
         propagates; catch it outside the ``with`` to carry on with the rest of the unit."""
-        self._require_active()
-        link = self._open()
-        self._flush_session()
-        name = self.database._savepoint_name()
-        link.savepoint(name, self._time())
-        failure_before, status_before = self._failure, self.status
-        try:
-            yield
-            self._flush_session()
-        except BaseException:
-            try:
-                link.rollback_to(name, self._time())
-            except TaskcoreError as rollback_error:
-                self._failure = self._failure or rollback_error
-            else:
-                self._failure = failure_before  # the savepoint undid the failed statement
-                if self.status is not status_before:
-                    self._move(status_before)
-                if self._session is not None:
-                    self._session.expire_all()  # objects may hold undone changes
-            raise
-        link.release(name, self._time())
-
-    def _flush_session(self) -> None:
-        if self._session is not None:
-            guarded(self._session.flush, Phase.STATEMENT)
+        return _sqlalchemy.savepoint(self)
 
     # -- running statements ------------------------------------------------------------------
 
@@ -307,18 +265,7 @@ class UnitOfWork:
 
         Errors come out as taskcore errors. A list of ``parameters`` runs it as executemany.
         """
-        self._ready(writes)
-        connection = self._connection()
-
-        def run() -> Sequence[Any]:
-            result = connection.execute(statement, parameters)
-            return result.all() if result.returns_rows else []
-
-        try:
-            return guarded(run, Phase.STATEMENT)
-        except TaskcoreError as error:
-            self._doom(error)
-            raise
+        return _sqlalchemy.run_statement(self, statement, parameters, writes=writes)
 
     def _ready(self, writes: bool) -> Link:
         self._require_active()
@@ -327,7 +274,7 @@ class UnitOfWork:
         if self._failure is not None:
             raise UsageError("an earlier statement in this unit of work failed; it must roll back")
         link = self._open()
-        self._flush_session()
+        _sqlalchemy.flush(self)
         self._wrote = self._wrote or writes
         return link
 
@@ -345,35 +292,12 @@ class UnitOfWork:
                 set_statement_timeout(self._link, self.statement_timeout, self._time())
         return self._link
 
-    def _connection(self) -> Connection:
-        if self._sa is None:
-            link = self._open()
-            self._sa = link.sa_connection(self.database._lending_engine(self._time()))
-            self._sa.begin()  # joins the transaction the Link began (no statement is sent)
-        return self._sa
-
     # -- re-running a whole unit -------------------------------------------------------------
 
     @classmethod
-    def run(
-        cls,
-        fn: Callable[[UnitOfWork], T],
-        *,
-        read_only: bool = False,
-        isolation: Isolation | None = None,
-        statement_timeout: float | None = None,
-        deadline: float | None = None,
-        policy: Any = None,
-    ) -> T:
+    def run(cls, fn: Callable[[UnitOfWork], T], **options: Unpack[RunOptions]) -> T:
         """Run ``fn`` in a fresh unit of work on the default handle, re-running it whole on a
         transient failure (see ``Database.run``)."""
         from taskcore._default import default_database
 
-        return default_database().run(
-            fn,
-            read_only=read_only,
-            isolation=isolation,
-            statement_timeout=statement_timeout,
-            deadline=deadline,
-            policy=policy,
-        )
+        return default_database().run(fn, **options)
