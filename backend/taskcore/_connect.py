@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote, urlencode
 from typing import Any
 
 import psycopg2
@@ -110,8 +111,17 @@ def _lookup(host: str, port: int, deadline: Deadline) -> list[str]:
 
 
 def _sqlite_connector(settings: Settings) -> Callable[[Deadline], Any]:
-    database = settings.url.database or ""
-    folder = Path(database).expanduser().parent
+    url = settings.url
+    database = url.database or ""
+    uri = str(url.query.get("uri", "")).lower() in {"1", "true", "yes", "on", "y", "t"}
+    path = database
+    if uri:
+        # file:/abs?mode=rwc: the query (but SQLAlchemy's own uri flag) belongs to the file URI.
+        options = {k: v for k, v in url.query.items() if k != "uri"}
+        path = unquote(database.removeprefix("file:").removeprefix("//localhost"))
+        if options:
+            database += "?" + urlencode(options, doseq=True)
+    folder = Path(path).expanduser().parent
     problem: str | None
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -133,6 +143,7 @@ def _sqlite_connector(settings: Settings) -> Callable[[Deadline], Any]:
             timeout=max(0.0, min(30.0, deadline.remaining())),
             isolation_level=None,
             check_same_thread=False,
+            uri=uri,
         )
 
     return connect
