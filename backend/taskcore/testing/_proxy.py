@@ -14,6 +14,23 @@ from taskcore.testing._stats import ProxyStats
 __all__ = ["FlakyProxy", "ProxyStats"]
 
 
+def _rewrite_url(url: str, host: str, port: int) -> str:
+    """``url`` pointing at host:port; host/hostaddr/port query parameters would override it."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme.startswith("postgres"):
+        raise ValueError(f"not a postgresql:// URL: scheme {parts.scheme!r}")
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{userinfo}{at}{host}:{port}"
+    kept = [
+        item
+        for item in parts.query.split("&")
+        if item and urllib.parse.unquote(item.partition("=")[0]) not in ("host", "hostaddr", "port")
+    ]
+    return parts._replace(netloc=netloc, query="&".join(kept)).geturl()
+
+
 class FlakyProxy:
     """TCP proxy in front of PostgreSQL that injects network faults on demand.
 
@@ -98,21 +115,7 @@ class FlakyProxy:
         included); ``host``, ``hostaddr`` and ``port`` query parameters are dropped
         because libpq would let them override the rewritten address.
         """
-        parts = urllib.parse.urlsplit(url)
-        if not parts.scheme.startswith("postgres"):
-            raise ValueError(f"not a postgresql:// URL: scheme {parts.scheme!r}")
-        userinfo, at, _ = parts.netloc.rpartition("@")
-        host, port = self._bound()
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{userinfo}{at}{host}:{port}"
-        kept = [
-            item
-            for item in parts.query.split("&")
-            if item
-            and urllib.parse.unquote(item.partition("=")[0]) not in ("host", "hostaddr", "port")
-        ]
-        return parts._replace(netloc=netloc, query="&".join(kept)).geturl()
+        return _rewrite_url(url, *self._bound())
 
     # ------------------------------------------------------------------ faults
 
