@@ -170,7 +170,8 @@ class _Run:
             server = self._server(state)
             base = self._base_name(server)
             if not state.get("tables"):
-                _prepare(server, base, fresh=server.embedded or self.worker is not None)
+                if server.embedded or self.worker is not None:
+                    server.create_database(base)  # ours; TEST_DATABASE_URL's own is left as is
                 _create_tables(server.url(base), settings)
                 state["tables"] = base
         dbname = base
@@ -210,12 +211,6 @@ class _Run:
         finally:
             shutil.rmtree(shared, ignore_errors=True)
             atexit.unregister(self.finish)
-
-
-def _prepare(server: PgServer, name: str, *, fresh: bool) -> None:
-    """Make ``name`` a fresh database (embedded server, xdist template) or leave it (yours)."""
-    if fresh:
-        server.create_database(name)
 
 
 def _create_tables(url: str, settings: dict[str, Any]) -> None:
