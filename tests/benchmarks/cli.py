@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from .config import BenchConfig
 from .database import open_database
+from .machine import COMMIT_ENV
 from .report import markdown, render
 from .runner import run_benchmark
 
@@ -120,6 +126,12 @@ def _parser() -> argparse.ArgumentParser:
         "and raw_psycopg2; add tutorial for the SQLModel pattern)",
     )
     parser.add_argument(
+        "--taskcore-commit",
+        metavar="REV",
+        help="measure taskcore as committed at REV (git archive into a private temp dir put "
+        "first on PYTHONPATH), not the working tree: reproducible while the tree changes",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=Path("bench-results.json"),
@@ -158,9 +170,50 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     return config.with_changes(**changes) if changes else config
 
 
+def _run_on_commit(rev: str, argv: Sequence[str]) -> int:
+    """Re-run this command with taskcore's source as committed at ``rev`` first on the path."""
+    repo = Path(__file__).resolve().parents[2]
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    folder = Path(tempfile.mkdtemp(prefix="taskcore-bench-src-"))
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", commit, "backend/taskcore"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(folder / "backend"), env.get("PYTHONPATH", "")])
+        )
+        env[COMMIT_ENV] = commit
+        rest: list[str] = []
+        skip = False
+        for arg in argv:  # the same arguments, less --taskcore-commit and its value
+            if skip or arg.startswith("--taskcore-commit="):
+                skip = False
+                continue
+            skip = arg == "--taskcore-commit"
+            if not skip:
+                rest.append(arg)
+        return subprocess.run(
+            [sys.executable, str(repo / "tests" / "bench.py"), *rest], env=env, check=False
+        ).returncode
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; exit 1 only if a round-trip target (deterministic) is missed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    if args.taskcore_commit and not os.environ.get(COMMIT_ENV):
+        return _run_on_commit(args.taskcore_commit, argv)
     config = config_from(args)
     scenarios = frozenset(args.only) if args.only else None
     load_impls = tuple(dict.fromkeys(args.load_impl or ("taskcore", "raw_psycopg2")))

@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_info"]
+__all__ = ["COMMIT_ENV", "machine_info", "taskcore_source"]
+
+#: Set by ``--taskcore-commit``: the commit whose taskcore source is first on the path.
+COMMIT_ENV = "BENCH_TASKCORE_COMMIT"
 
 _PACKAGES = ("sqlalchemy", "sqlmodel", "psycopg2-binary", "pydantic", "tenacity")
 
@@ -31,6 +35,37 @@ def _version(package: str) -> str | None:
         return None
 
 
+def taskcore_source() -> dict[str, Any]:
+    """Which taskcore is measured: its folder, version and commit (dirty: uncommitted changes)."""
+    import taskcore
+
+    folder = Path(taskcore.__file__).resolve().parent
+    info: dict[str, Any] = {"path": str(folder), "version": taskcore.__version__}
+    pinned = os.environ.get(COMMIT_ENV)
+    if pinned:
+        info.update(commit=pinned, dirty=False, source="--taskcore-commit (git archive)")
+        return info
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return info
+    info.update(commit=head, dirty=bool(dirty), source="working tree")
+    return info
+
+
 def machine_info(server_version: str, server_version_num: int) -> dict[str, Any]:
     """Platform, CPUs, Python, library and server versions, load and the date (UTC)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -45,4 +80,5 @@ def machine_info(server_version: str, server_version_num: int) -> dict[str, Any]
         "packages": {name: _version(name) for name in _PACKAGES},
         "postgresql": server_version,
         "postgresql_num": server_version_num,
+        "taskcore": taskcore_source(),
     }

@@ -410,13 +410,18 @@ def _profiles(results: Mapping[str, Any]) -> list[list[str]]:
 
 def _intro(results: Mapping[str, Any]) -> list[str]:
     m, c = results["machine"], results["config"]
+    src = m.get("taskcore", {})
+    commit = str(src.get("commit", "?"))[:10] + (
+        " + uncommitted changes" if src.get("dirty") else ""
+    )
     return [
         f"taskcore benchmark, {m['date']} | {m['platform']} | {m['cpu_count']} CPUs ({m['cpu']}) "
         f"| {m['python']} | SQLAlchemy {m['packages'].get('sqlalchemy')}, psycopg2 "
         f"{m['packages'].get('psycopg2-binary')} | {results['database']}",
         f"mode {c['mode']}, scenarios {', '.join(results['scenarios'])}; load average at start "
         f"{m.get('load_average_at_start')}, at end {m.get('load_average_at_end')}; "
-        f"{results.get('duration_s', '?')} s in all",
+        f"{results.get('duration_s', '?')} s in all; taskcore {src.get('version', '?')} at "
+        f"commit {commit} ({src.get('source', '?')})",
         "Absolute numbers: min / median over the repetitions. Ratios: median (min-max) of "
         "per-repetition ratios, each measured back to back in the same repetition. x raw = "
         "taskcore ÷ raw psycopg2 sending the same SQL statement without taskcore's wait "
