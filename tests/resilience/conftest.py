@@ -31,3 +31,14 @@ def silent_resolver() -> Iterator[_netns.SilentResolver]:
         pytest.skip(reason)
     with _netns.silent_resolver() as resolver:
         yield resolver
+
+
+@pytest.fixture(scope="module")
+def shared_netns_pg() -> Iterator[_netns.NetnsPg]:
+    """One namespaced PostgreSQL for a whole module (starting one costs ~5 s); tests must heal
+    and clean up after themselves (see the `net` fixture of test_partitions.py)."""
+    reason = _netns.netns_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with _netns.netns_postgres() as server:
+        yield server
