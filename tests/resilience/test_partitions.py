@@ -12,6 +12,7 @@ so a cut can land while a statement or a COMMIT is in flight (seen in pg_stat_ac
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ import pytest
 from sqlalchemy import func, select
 
 import taskcore
-from _netns import NetnsPg
+from _netns import NetnsPg, SilentResolver
 from _pgserver import APP_USER
 from taskcore import TaskCreate
 from taskcore.unit_of_work import UnitOfWork
@@ -125,12 +126,15 @@ def timed(call: Callable[[], Any]) -> Timed:
     thread.start()
     thread.join(HANG_LIMIT)
     if not box:
-        pytest.fail(f"the call was still blocked after {HANG_LIMIT:.0f}s (bar: {DEADLINE + SLACK}s)")
+        pytest.fail(
+            f"the call was still blocked after {HANG_LIMIT:.0f}s (bar: {DEADLINE + SLACK}s)"
+        )
     return box[0]
 
 
 def assert_within_bar(outcome: Timed, error: type[BaseException]) -> None:
     """The call failed with `error` within D + 1 s."""
+    print(f"{type(outcome.error).__name__} after {outcome.elapsed:.2f}s")  # shown by -rP
     assert isinstance(outcome.error, error), f"expected {error.__name__}, got {outcome.error!r}"
     assert outcome.elapsed <= DEADLINE + SLACK, f"took {outcome.elapsed:.2f}s"
 
@@ -191,6 +195,7 @@ def first_call_after_heal_succeeds(db: taskcore.Database, server: NetnsPg) -> No
     server.heal()
     title = f"after-heal-{uuid.uuid4()}"
     outcome = timed(lambda: db.create_task(TaskCreate(title=title), USER))
+    print(f"first call after heal: {outcome.elapsed:.3f}s")  # shown by -rP
     assert outcome.error is None, f"first call after heal failed: {outcome.error!r}"
     assert outcome.elapsed < HEALED_BOUND, f"first call after heal took {outcome.elapsed:.2f}s"
     assert titled(server, title) == 1
@@ -435,9 +440,7 @@ def test_keyed_write_past_its_deadline_is_unknown_and_a_retry_applies_it_once(
     title = f"slow-statement:{DEADLINE + 1.0}"
     key = str(uuid.uuid4())
     with handle(net) as db:
-        outcome = timed(
-            lambda: db.create_task(TaskCreate(title=title), USER, idempotency_key=key)
-        )
+        outcome = timed(lambda: db.create_task(TaskCreate(title=title), USER, idempotency_key=key))
         assert_within_bar(outcome, taskcore.CommitOutcomeUnknownError)
         assert outcome.elapsed >= DEADLINE - 0.05
         wait_until_no_sleepers(net)
@@ -468,6 +471,54 @@ def test_connect_during_a_partition_gives_up_within_the_deadline(
         assert db.stats().open == 0  # nothing half-open was kept
         first_call_after_heal_succeeds(db, net)
         assert titled(net, "never sent") == 0
+
+
+# -- a resolver that never answers -------------------------------------------------------------
+
+_LOOKUPS = """
+import json, sys, time
+import taskcore
+
+deadline = float(sys.argv[1])
+report = {}
+for name, url in (("resolvable", sys.argv[2]), ("silent", sys.argv[3])):
+    db = taskcore.Database(url, deadline=deadline)
+    started = time.monotonic()
+    try:
+        db.get_task(1)
+        report[name] = {"error": None}
+    except taskcore.TaskcoreError as exc:
+        report[name] = {"error": type(exc).__name__, "reason": getattr(exc, "reason", None)}
+    report[name]["elapsed"] = time.monotonic() - started
+print(json.dumps(report))
+"""
+
+
+def test_a_resolver_that_never_answers_is_bounded_by_the_deadline(
+    server: NetnsPg, silent_resolver: SilentResolver
+) -> None:
+    """With DNS silent (glibc would wait 2 x 30 s), a call naming the server by a host name
+    gives up within D + 1 s (DatabaseUnavailableError, reason deadline): the lookup runs under
+    the deadline; a name the child's /etc/hosts knows connects through the same path."""
+    silent, known = "db.taskcore-silent.example", "db.taskcore-known.example"
+    proc = silent_resolver.run(
+        _LOOKUPS,
+        str(DEADLINE),
+        server.url_for_host(known) + "?sslmode=disable",
+        server.url_for_host(silent) + "?sslmode=disable",
+        timeout=DEADLINE + 60,
+        options="timeout:30 attempts:2",
+        hosts={known: server.host},
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    print(report)  # shown by -rP
+    assert report["resolvable"]["error"] is None, report
+    assert report["silent"]["error"] == "DatabaseUnavailableError", report
+    assert report["silent"]["reason"] == "deadline", report
+    assert DEADLINE - 0.1 <= report["silent"]["elapsed"] <= DEADLINE + SLACK, report
+    assert silent in silent_resolver.queries  # the lookup really asked the silent server
+    assert known not in silent_resolver.queries
 
 
 # -- statements through SQLAlchemy (known gap) -------------------------------------------------
