@@ -16,6 +16,7 @@ CPUs were.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -132,6 +133,45 @@ def _seed(seeder: connection, users: Sequence[str], per_user: int) -> dict[str, 
     return ids
 
 
+_ACTIVITY = """
+SELECT count(*) FILTER (WHERE state = 'active'), count(*)
+FROM pg_stat_activity
+WHERE datname = current_database() AND backend_type = 'client backend'
+  AND pid <> pg_backend_pid()
+"""
+#: How often the window samples what the server's sessions are doing.
+_SAMPLE_EVERY_S = 0.1
+
+
+def _sample_activity(seeder: connection, until: float) -> dict[str, float | int | None]:
+    """Until ``until``: how many of the database's sessions are running a statement.
+
+    A session that is open but not active is idle in a client's pool or checked out by a
+    client that is not sending anything (busy in Python, or waiting for the GIL): a
+    low share with clients queueing for connections means the clients are the limit.
+    """
+    active: list[int] = []
+    total: list[int] = []
+    while time.monotonic() < until:
+        with seeder.cursor() as cur:
+            cur.execute(_ACTIVITY)
+            row = cur.fetchone()
+        if row is not None:
+            active.append(int(row[0]))
+            total.append(int(row[1]))
+        _sleep_until(min(until, time.monotonic() + _SAMPLE_EVERY_S))
+    if not total:
+        return {"samples": 0, "sessions": None, "active_mean": None, "active_pct": None}
+    sessions = statistics.mean(total)
+    mean_active = statistics.mean(active)
+    return {
+        "samples": len(total),
+        "sessions": round(sessions, 1),
+        "active_mean": round(mean_active, 2),
+        "active_pct": round(100 * mean_active / sessions, 1) if sessions else None,
+    }
+
+
 def _sleep_until(moment: float) -> None:
     """Wait for a scheduled moment of the monotonic clock (the measuring window's edges)."""
     delay = moment - time.monotonic()
@@ -184,7 +224,7 @@ def _one_run(
             worker.send({"go": t0, "window": [w0, w1]})
         _sleep_until(w0)
         sessions0, cpu0 = _server_sessions(seeder), machine_cpu()
-        _sleep_until(w1)
+        activity = _sample_activity(seeder, w1)
         sessions1, cpu1 = _server_sessions(seeder), machine_cpu()
         results = [worker.read() for worker in workers]
     finally:
@@ -192,12 +232,14 @@ def _one_run(
             worker.finish()
         with seeder.cursor() as cur:
             cur.execute("DELETE FROM tasks WHERE user_id LIKE %s", (users_prefix + "-%",))
-    return _summarise_run(
+    summary = _summarise_run(
         results,
         duration_s=duration_s,
         sessions=(sessions0, sessions1),
         busy=_busy_pct(cpu0, cpu1),
     )
+    summary["server_activity"] = activity
+    return summary
 
 
 def _summarise_run(
@@ -312,7 +354,8 @@ def run_load(
                 f"{got['ops_per_s']:8.0f} ops/s  p50 {_ms(got['latency']['p50_ms'])}  "
                 f"p99 {_ms(got['latency']['p99_ms'])}  max {_ms(got['latency']['max_ms'])}  "
                 f"errors {got['error_count']}  sessions/30s {got['sessions_opened_per_30s']:g}  "
-                f"cpu {got['machine_cpu_busy_pct']}%"
+                f"active {got['server_activity']['active_pct']}% of "
+                f"{got['server_activity']['sessions']} sessions  cpu {got['machine_cpu_busy_pct']}%"
             )
         if "raw_psycopg2" in run:
             raw = run["raw_psycopg2"]
@@ -364,6 +407,9 @@ def _summary(runs: Sequence[Mapping[str, Any]], impls: Sequence[str]) -> dict[st
             "client_cpu_us_per_op": _over(rows, lambda row: row["client_cpu_us_per_op"]),
             "sessions_opened_per_30s": _over(rows, lambda row: row["sessions_opened_per_30s"]),
             "machine_cpu_busy_pct": _over(rows, lambda row: row["machine_cpu_busy_pct"]),
+            "server_sessions_active_pct": _over(
+                rows, lambda row: row["server_activity"]["active_pct"]
+            ),
             "p99_ms_by_operation": {op: _over(rows, _p99_of(op)) for op, _ in LOAD_MIX},
         }
         if impl != "raw_psycopg2" and all("ratio_vs_raw" in row for row in rows):

@@ -285,6 +285,7 @@ def _load_table(load: Mapping[str, Any]) -> Table:
         "errors",
         "client CPU µs/call",
         "sessions opened /30 s",
+        "server sessions active %",
         "machine CPU %",
     ]
     rows = []
@@ -301,6 +302,7 @@ def _load_table(load: Mapping[str, Any]) -> Table:
                 str(s["errors"]),
                 _mm(s["client_cpu_us_per_op"], 0),
                 _mm(s["sessions_opened_per_30s"], 0),
+                _mm(s.get("server_sessions_active_pct"), 0),
                 _mm(s["machine_cpu_busy_pct"], 0),
             ]
         )
