@@ -1,4 +1,8 @@
-"""An RQ worker for the tests: ``python _rq_worker.py QUEUE [--simple] [--burst] [--hold-pool]``.
+"""An RQ worker for the tests: ``python _rq_worker.py QUEUE [--simple] [--burst] [--hold-pool]
+[--preload=MODULE]``.
+
+``--preload`` imports the jobs' module before the first fork, as a production worker script
+would (otherwise every work horse imports it again).
 
 ``--hold-pool`` opens this process's taskcore pool before the first fork (so every work horse
 is forked with a live pooled connection in its memory), uses it again after the burst, and
@@ -7,6 +11,7 @@ then waits at pause point ``after_burst`` so the test can look at the server's b
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -23,6 +28,9 @@ def main(argv: list[str]) -> int:
     queue_name, flags = argv[0], set(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     connection = Redis.from_url(os.environ[ENV_REDIS])
+    for flag in flags:
+        if flag.startswith("--preload="):
+            importlib.import_module(flag.removeprefix("--preload="))
     if "--hold-pool" in flags:
         taskcore.init_db()  # uses (and keeps) a pooled connection of this, the parent, process
     worker_class = SimpleWorker if "--simple" in flags else Worker

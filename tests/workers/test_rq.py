@@ -42,7 +42,7 @@ class Fleet:
 
     def start(self, url: str, *flags: str, **env: str) -> Any:
         """Start ``_rq_worker.py`` on the queue; a context manager."""
-        args = [sys.executable, str(HERE / "_rq_worker.py"), self.ns, *flags]
+        args = [sys.executable, str(HERE / "_rq_worker.py"), self.ns, "--preload=_rq_jobs", *flags]
         environment = worker_env(url, WORKERS_NS=self.ns, WORKERS_REDIS_URL=REDIS_URL, **env)
         return running(args, environment, HERE, ready="worker starting")
 
