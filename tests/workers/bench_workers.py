@@ -129,15 +129,14 @@ class Bench:
             raise AssertionError(f"{owner}: {count} rows for {self.jobs} jobs")
         return float(first), float(last), int(count)
 
-    def _wait_rows(self, owner: str) -> None:
-        wait_until(
-            lambda: (
-                _one(self.observer, "SELECT count(*) FROM tasks WHERE user_id = %s", owner)
-                >= self.jobs
-            ),
-            RUN_TIMEOUT_S,
-            f"{self.jobs} rows of {owner}",
-        )
+    def _wait_rows(self, owner: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+        def done() -> bool:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the worker exited ({proc.returncode}) before {owner} ended")
+            rows = _one(self.observer, "SELECT count(*) FROM tasks WHERE user_id = %s", owner)
+            return bool(rows >= self.jobs)
+
+        wait_until(done, RUN_TIMEOUT_S, f"{self.jobs} rows of {owner}")
 
     def _celery(self, variant: str, url: str, queue: str, owner: str) -> None:
         os.environ["DATABASE_URL"] = url  # _bench_jobs reads it at import (the tutorial engine)
