@@ -196,7 +196,16 @@ def lending_engine(url: Any, fresh: Any) -> Engine:
         engine.connect().close()
     finally:
         _lent.dbapi = None
+    # From now on SQLAlchemy only borrows a unit's transaction: it must never end it. Closing a
+    # SQLAlchemy Connection "rolls back" its transaction; on an isolated (test) handle that
+    # would undo the whole outer transaction. The unit of work alone commits and rolls back.
+    setattr(engine.dialect, "do_rollback", _leave_transaction_alone)  # noqa: B010
+    setattr(engine.dialect, "do_commit", _leave_transaction_alone)  # noqa: B010
     return engine
+
+
+def _leave_transaction_alone(dbapi_connection: Any) -> None:
+    """What the lent engine does instead of COMMIT or ROLLBACK: nothing."""
 
 
 # SQLAlchemy names a pool's logger after its class's module; keep its DEBUG chatter out of the
