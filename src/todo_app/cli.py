@@ -124,7 +124,14 @@ def _deadline(line: CommandLine) -> doctor.Deadline:
 
 def _configure(deadline: doctor.Deadline) -> Settings:
     """Give taskcore what is left of the deadline (start-up counts); return the settings."""
-    remaining = max(_MIN_CALL_DEADLINE, deadline.seconds - (time.monotonic() - STARTED))
+    started = time.monotonic() - STARTED
+    remaining = max(_MIN_CALL_DEADLINE, deadline.seconds - started)
+    logging.getLogger(PROG).debug(
+        "start-up took %.2f s; taskcore gets %.2f s of the %g s deadline",
+        started,
+        remaining,
+        deadline.seconds,
+    )
     return taskcore.configure(deadline=remaining)
 
 

@@ -46,6 +46,9 @@ output:
   list prints an array of tasks, delete {{"id", "deleted"}}. A failure prints
   {{"error": {{"kind", "message"}}}} on stdout instead (same exit status; doctor adds what it
   found before failing); only when stdout itself cannot be written does the error go to stderr.
+  Kinds: not_found, usage, validation, configuration, database_unavailable,
+  connection_rejected, commit_outcome_unknown, pool_exhausted, conflict, transient, database,
+  io, interrupted, internal.
 
 environment:
   TODO_USER             the current user when --user is not given (default: "")

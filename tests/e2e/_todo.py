@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import sqlite3
 import struct
 import subprocess
@@ -181,3 +182,30 @@ def assert_one_error_line(result: Run, code: int, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in line, str(result)
     return line
+
+
+# What todo gives taskcore at least when start-up used up the deadline (todo_app.cli).
+_MIN_CALL_DEADLINE_S = 0.5
+
+
+def time_bound(result: Run, deadline: float) -> float:
+    """The longest a `todo -vv` run may take: its deadline + 1 s, start-up included.
+
+    The deadline counts from the start of the process. Only when start-up alone (which -vv
+    reports) left less than todo's minimum slice for taskcore, as on a machine at a load of
+    10+ per core, does the bound move to that start-up + the slice + 1 s.
+    """
+    found = re.search(r"^todo: debug: start-up took ([0-9.]+) s", result.err, re.MULTILINE)
+    assert found is not None, f"no start-up time reported (run with -vv)\n{result}"
+    return max(deadline, float(found.group(1)) + _MIN_CALL_DEADLINE_S) + 1.0
+
+
+def assert_one_error_among_logs(result: Run, code: int) -> str:
+    """Exit ``code``; one ``todo: error:`` line, the other lines being -v/-vv log lines."""
+    assert result.code == code, str(result)
+    assert "Traceback" not in result.err, str(result)
+    errors = [line for line in result.err_lines if line.startswith("todo: error: ")]
+    assert len(errors) == 1, str(result)
+    logs = ("todo: debug: ", "todo: info: ", "todo: warning: ", "todo: error: ")
+    assert all(line.startswith(logs) for line in result.err_lines), str(result)
+    return errors[0]

@@ -273,9 +273,13 @@ def test_malformed_database_url_is_a_config_error_without_the_password(
     assert "Sup3rSecret" not in result.out + result.err
 
 
-def test_unreachable_database_exits_3_without_the_password(todo: TodoApp, closed_port: int) -> None:
-    """When PostgreSQL cannot be reached the app prints exactly one error line, exit 3."""
-    env = {"DATABASE_URL": f"postgresql://me:Sup3rSecret@127.0.0.1:{closed_port}/tasks"}
+@pytest.mark.parametrize("server", ["closed_port", "silent_port"], ids=["refused", "no-answer"])
+def test_unreachable_database_exits_3_without_the_password(
+    todo: TodoApp, request: pytest.FixtureRequest, server: str
+) -> None:
+    """When PostgreSQL refuses or never answers, the app prints exactly one error line, exit 3."""
+    port: int = request.getfixturevalue(server)
+    env = {"DATABASE_URL": f"postgresql://me:Sup3rSecret@127.0.0.1:{port}/tasks"}
     result = todo.run("list", "--deadline", "2", env=env)
     assert_one_error_line(result, 3, "database unavailable")
     assert result.out == ""
