@@ -234,15 +234,15 @@ def commands(block: Block) -> list[str]:
     return joined
 
 
-def command_problems(line: str) -> list[str]:
-    """What is wrong with one command line: programs, scripts, modules or todo arguments."""
+def command_problems(line: str, cwd: Path) -> tuple[list[str], Path]:
+    """What is wrong with one command line (programs, scripts, modules, todo arguments), and
+    the directory the next line runs in (a block is one shell script: ``cd`` carries over)."""
     try:
         tokens = shlex.split(line, comments=True)
     except ValueError as exc:
-        return [f"cannot parse ({exc})"]
+        return [f"cannot parse ({exc})"], cwd
     problems: list[str] = []
     segment: list[str] = []
-    cwd = REPO
     for token in [*tokens, ";"]:
         if token not in ("|", "||", "&&", ";"):
             segment.append(token)
@@ -251,10 +251,12 @@ def command_problems(line: str) -> list[str]:
             segment.pop(0)  # VAR=value before the command
         if segment and segment[0] == "cd" and len(segment) > 1:
             cwd = cwd / segment[1]
+            if not cwd.is_dir():
+                problems.append(f"cd {segment[1]}: no such directory")
         elif segment:
             problems.extend(_program_problems(segment, cwd))
         segment = []
-    return problems
+    return problems, cwd
 
 
 def _program_problems(argv: list[str], cwd: Path) -> list[str]:
@@ -299,14 +301,12 @@ def _todo_problems(args: list[str]) -> list[str]:
 def test_commands_in_shell_blocks_exist(capsys: pytest.CaptureFixture[str]) -> None:
     """Every command shown in a shell block names an existing program, script or module, and
     every todo command line is one todo accepts."""
-    problems = [
-        f"{block.where}: {line}: {problem}"
-        for doc in DOCS
-        for block in blocks(doc)
-        if block.lang in _SHELL_LANGS
-        for line in commands(block)
-        for problem in command_problems(line)
-    ]
+    problems = []
+    for block in (b for doc in DOCS for b in blocks(doc) if b.lang in _SHELL_LANGS):
+        cwd = REPO  # every block starts at the repository's root
+        for line in commands(block):
+            found, cwd = command_problems(line, cwd)
+            problems += [f"{block.where}: {line}: {problem}" for problem in found]
     capsys.readouterr()  # argparse's own messages for refused lines
     assert problems == [], "commands that do not exist:\n" + "\n".join(problems)
 
@@ -314,28 +314,31 @@ def test_commands_in_shell_blocks_exist(capsys: pytest.CaptureFixture[str]) -> N
 # -- links ---------------------------------------------------------------------------------------
 
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+_CODE_SPAN = re.compile(r"(`+).*?\1")
+
+
+def prose_lines(doc: Path) -> Iterator[str]:
+    """The lines of ``doc`` outside fenced blocks, with inline code spans removed."""
+    in_block = False
+    for line in doc.read_text(encoding="utf-8").splitlines():
+        if _FENCE.match(line):
+            in_block = not in_block
+            continue
+        if not in_block:
+            yield _CODE_SPAN.sub("", line)
 
 
 def _anchors(doc: Path) -> set[str]:
     """GitHub's anchors for the headings of a Markdown file."""
-    anchors = set()
-    in_code = False
-    for line in doc.read_text(encoding="utf-8").splitlines():
-        if line.lstrip().startswith("```"):
-            in_code = not in_code
-        if in_code or not line.startswith("#"):
-            continue
-        title = line.lstrip("#").strip().lower()
-        anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
-    return anchors
+    titles = (line.lstrip("#").strip().lower() for line in prose_lines(doc) if line[:1] == "#")
+    return {re.sub(r"[^\w\- ]", "", title).replace(" ", "-") for title in titles}
 
 
 def test_relative_links_resolve() -> None:
     """Every relative link in README.md and docs/*.md points to an existing file and heading."""
     broken = []
     for doc in DOCS:
-        text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
-        for target in _LINK.findall(text):
+        for target in (t for line in prose_lines(doc) for t in _LINK.findall(line)):
             if re.match(r"[a-z]+:", target):
                 continue  # https:, mailto:
             path, _, anchor = target.partition("#")
