@@ -478,9 +478,17 @@ def _targets_line(results: Mapping[str, Any]) -> str:
     )
 
 
+def _load_log(results: Mapping[str, Any]) -> str:
+    entries = results.get("load_average_log") or []
+    shown = "; ".join(
+        f"{e['phase'].split(' (')[0].split(':')[0][:40]} {e['load_average'][0]:g}" for e in entries
+    )
+    return f"1-minute load average as each phase started: {shown}" if shown else ""
+
+
 def render(results: Mapping[str, Any]) -> str:
     """The whole report as text."""
-    out = [*_intro(results)]
+    out = [*_intro(results), _load_log(results)]
     for title, tab, notes in _single_sections(results):
         out.append("")
         if title:
@@ -506,7 +514,7 @@ def render(results: Mapping[str, Any]) -> str:
 
 def markdown(results: Mapping[str, Any]) -> str:
     """The results tables as Markdown (for README / specs)."""
-    out = [" ".join(_intro(results))]
+    out = [" ".join(_intro(results)), "", _load_log(results)]
     for title, tab, notes in _single_sections(results):
         out.append("")
         if title:

@@ -66,7 +66,18 @@ def run_benchmark(
     wanted = scenarios if scenarios is not None else frozenset({"single", "load", "think"})
     started = time.monotonic()
 
+    load_log: list[dict[str, Any]] = []
+
     def say(message: str) -> None:
+        if not message.startswith("  ") and hasattr(os, "getloadavg"):
+            # The machine's load as each phase starts (other jobs share it): for the report.
+            load_log.append(
+                {
+                    "at_s": round(time.monotonic() - started, 1),
+                    "phase": message[:80],
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
+                }
+            )
         progress(f"[{time.monotonic() - started:6.1f}s] {message}")
 
     with taskcore.Database(db.sa_url()) as boot:
@@ -74,6 +85,7 @@ def run_benchmark(
     seeder = db.connect()
     fixture = Fixture(seeder, Users(f"bench-{secrets.token_hex(4)}"), config.list_size)
     results: dict[str, Any] = {"benchmark": "taskcore round trips and throughput (issues 5, 10)"}
+    results["load_average_log"] = load_log
     impls: dict[str, Implementation] = {}
     frozen = False
     try:
