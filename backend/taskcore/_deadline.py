@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import select
 import threading
 import time
@@ -89,12 +90,18 @@ _SLICE = 0.25
 def wait(conn: Any) -> None:
     """psycopg2 wait callback: poll the connection, waiting no longer than the deadline.
 
-    Without a deadline it behaves like ``psycopg2.extras.wait_select``: it waits as long as
-    the query runs. On an interrupt (KeyboardInterrupt, or SystemExit from a SIGTERM handler)
+    Without a deadline (psycopg2 used outside taskcore in the same process) it behaves like
+    blocking libpq: it waits as long as the query runs, and a connect honours its DSN's
+    ``connect_timeout`` ("timeout expired"), which libpq itself does not enforce once a wait
+    callback is installed. On an interrupt (KeyboardInterrupt, or SystemExit from a SIGTERM handler)
     it asks the server to cancel the running query, then lets the interrupt through; psycopg2
     closes the connection, and an uncommitted transaction is rolled back by the server.
     """
     deadline = current()
+    libpq_timeout = False
+    if deadline is None and conn.status == psycopg2.extensions.STATUS_SETUP:
+        deadline = _connect_timeout(conn.dsn)
+        libpq_timeout = deadline is not None
     try:
         while True:
             state = conn.poll()
@@ -113,10 +120,23 @@ def wait(conn: Any) -> None:
                 if poller.poll(slice_ * 1000):
                     break
     except DeadlineExpired:
-        raise
+        if not libpq_timeout:
+            raise
     except BaseException:
         _cancel_quickly(conn)
         raise
+    raise psycopg2.OperationalError("timeout expired")
+
+
+_CONNECT_TIMEOUT = re.compile(r"(?:^|\s)connect_timeout=(\d+)(?:\s|$)")
+
+
+def _connect_timeout(dsn: str | None) -> Deadline | None:
+    """libpq's connect_timeout of a DSN (at least 2 s, as libpq rounds it), if any."""
+    match = _CONNECT_TIMEOUT.search(dsn or "")
+    if match is None or int(match.group(1)) <= 0:
+        return None
+    return Deadline(max(2, int(match.group(1))))
 
 
 def _cancel_quickly(conn: Any) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from typing import Any
+from contextlib import closing
 
 import pytest
 
 import taskcore
+from _db import PostgresDb, SqliteDb
 from taskcore import TaskCreate
 
 pytestmark = pytest.mark.postgres
 
 
-def test_steady_concurrent_load_opens_no_session_per_call(server_db: Any) -> None:
+def test_steady_concurrent_load_opens_no_session_per_call(server_db: PostgresDb) -> None:
     """8 threads making 800 calls through a pool of 4 open at most 4 server sessions in all."""
     db = taskcore.Database(server_db.url, pool_size=4)
     task = db.create_task(TaskCreate(title="shared"), "u")
@@ -46,7 +48,7 @@ def test_steady_concurrent_load_opens_no_session_per_call(server_db: Any) -> Non
 
 
 def test_two_handles_in_one_process_keep_separate_pools_and_budgets(
-    pg_db: Any, sqlite_file: Any
+    pg_db: PostgresDb, sqlite_file: SqliteDb
 ) -> None:
     """Two handles on two databases: each writes only to its own, with its own pool and budget."""
     pg = taskcore.Database(pg_db.url)
@@ -56,7 +58,8 @@ def test_two_handles_in_one_process_keep_separate_pools_and_budgets(
         pg.create_task(TaskCreate(title="in postgres"), "u")
         lite.create_task(TaskCreate(title="in sqlite"), "u")
         assert pg_db.query("SELECT title FROM tasks") == [("in postgres",)]
-        assert sqlite_file.query("SELECT title FROM tasks") == [("in sqlite",)]
+        with closing(sqlite3.connect(second)) as check:
+            assert check.execute("SELECT title FROM tasks").fetchall() == [("in sqlite",)]
         assert pg.stats().opened == 1 and lite.stats().opened == 1
         assert pg.budget is not lite.budget
         assert pg.counters()["units_committed"] == 1  # the create
@@ -64,11 +67,3 @@ def test_two_handles_in_one_process_keep_separate_pools_and_budgets(
     finally:
         pg.dispose()
         lite.dispose()
-
-
-@pytest.fixture
-def sqlite_file(tmp_path: Any) -> Any:
-    """A second database (a SQLite file) beside the PostgreSQL test database."""
-    from conftest import SqliteDb
-
-    return SqliteDb(tmp_path / "second.db")
