@@ -139,7 +139,13 @@ class Pool:
                     return None
             waiter = _Waiter()
             self._waiters.append(waiter)
-        waiter.event.wait(deadline.remaining())
+        try:
+            waiter.event.wait(deadline.remaining())
+        except BaseException:
+            # Interrupted (Ctrl-C, a signal handler's SystemExit): leave the line, and pass on
+            # what was handed meanwhile, or that connection (or slot) would be lost for good.
+            self._leave(waiter)
+            raise
         with self._lock:
             handed = waiter.handed
             if handed is False:
@@ -150,6 +156,15 @@ class Pool:
                 f"({deadline.seconds:g}s; pool size {self.size}): the pool is exhausted"
             )
         return handed if isinstance(handed, Pooled) else None
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """Take an interrupted waiter out of the line, giving back what it was handed."""
+        with self._lock:
+            handed = waiter.handed
+            if handed is False:
+                self._waiters.remove(waiter)
+                return
+        self._give_back(handed if isinstance(handed, Pooled) else None)
 
     def _open_new(self, deadline: Deadline) -> Pooled:
         try:

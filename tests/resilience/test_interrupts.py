@@ -164,3 +164,81 @@ def test_an_interrupt_ends_a_blocked_statement_within_a_second(
         holder.close()
     assert pg_db.scalar("SELECT count(*) FROM tasks WHERE title = %s", (marker,)) == 0
     assert pg_db.scalar("SELECT title FROM tasks WHERE id = %s", (locked.id,)) == "locked"
+
+
+_POOL_CHILD = """
+import dataclasses, json, sys, threading, time
+import taskcore
+
+db = taskcore.Database(sys.argv[1], pool_size=1, deadline=60)
+holding, release = threading.Event(), threading.Event()
+
+
+def hold():
+    with db.unit() as uow:
+        uow.tasks.get(1)  # the pool's only connection, taken at the first statement
+        holding.set()
+        release.wait(60)
+
+
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+def announce_when_queued():
+    while db.stats().waiting < 1:
+        time.sleep(0.001)  # poll interval only; waits on the pool's own counter
+    say(event="waiting")
+
+
+holder = threading.Thread(target=hold, daemon=True)
+holder.start()
+holding.wait(60)
+threading.Thread(target=announce_when_queued, daemon=True).start()
+try:
+    db.get_task(1)  # queued behind the holder
+    say(event="finished")
+except KeyboardInterrupt:
+    say(event="interrupted", at=time.monotonic(), waiting=db.stats().waiting)
+release.set()
+holder.join(60)
+started = time.monotonic()
+try:
+    db.get_task(1, deadline=5)
+    outcome = None
+except taskcore.TaskcoreError as exc:
+    outcome = type(exc).__name__
+say(event="after", error=outcome, elapsed=time.monotonic() - started, stats=dataclasses.asdict(db.stats()))
+"""
+
+
+def test_an_interrupt_while_waiting_for_a_pooled_connection_leaves_no_slot_behind(
+    pg_db: Any,
+) -> None:
+    """Ctrl-C while queued for the only pooled connection: KeyboardInterrupt within 1 s, the
+    caller leaves the queue, and the connection given back later serves the next call at once
+    (it is not handed to the interrupted caller and lost)."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _POOL_CHILD, pg_db.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            assert _read_event(proc, timeout=60)["event"] == "waiting"
+            sent = time.monotonic()
+            os.kill(proc.pid, signal.SIGINT)
+            interrupted = _read_event(proc, timeout=10)
+            after = _read_event(proc, timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    print(f"interrupted after {interrupted['at'] - sent:.3f}s; next call {after}")
+    assert interrupted["event"] == "interrupted"
+    assert interrupted["at"] - sent < BOUND
+    assert interrupted["waiting"] == 0
+    assert after["error"] is None, after
+    assert after["elapsed"] < 1.0, after
