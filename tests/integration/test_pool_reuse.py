@@ -5,11 +5,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 import taskcore
-from _db import PostgresDb, SqliteDb
+from _db import PostgresDb
 from taskcore import TaskCreate
 
 pytestmark = pytest.mark.postgres
@@ -48,11 +49,12 @@ def test_steady_concurrent_load_opens_no_session_per_call(server_db: PostgresDb)
 
 
 def test_two_handles_in_one_process_keep_separate_pools_and_budgets(
-    pg_db: PostgresDb, sqlite_file: SqliteDb
+    pg_db: PostgresDb, tmp_path: Path
 ) -> None:
     """Two handles on two databases: each writes only to its own, with its own pool and budget."""
+    second = tmp_path / "second.db"
     pg = taskcore.Database(pg_db.url)
-    lite = taskcore.Database(sqlite_file.url)
+    lite = taskcore.Database(f"sqlite:///{second}")
     try:
         lite.init_db()
         pg.create_task(TaskCreate(title="in postgres"), "u")
