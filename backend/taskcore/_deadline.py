@@ -152,6 +152,7 @@ def _cancel_quickly(conn: Any) -> None:
 
 
 _install_lock = threading.Lock()
+_warned = False  # the "another callback" warning is logged once per process
 
 
 def install_wait_callback() -> bool:
@@ -160,18 +161,19 @@ def install_wait_callback() -> bool:
     Returns False (and logs once) when a different callback (gevent's, say) is in place: then
     deadlines on blocking socket waits rely on the kernel (tcp_user_timeout, keepalives) only.
     """
+    global _warned  # noqa: PLW0603 - once per process, under _install_lock
     with _install_lock:
         installed = psycopg2.extensions.get_wait_callback()
         if installed is wait:
             return True
         if installed is not None:
-            if not getattr(_local, "warned", False):
+            if not _warned:
                 _log.warning(
                     "another psycopg2 wait callback is installed; taskcore's deadlines then "
                     "bound socket waits only through TCP timeouts",
                     extra={"taskcore_event": "wait_callback_in_use"},
                 )
-                _local.warned = True
+                _warned = True
             return False
         psycopg2.extensions.set_wait_callback(wait)
         return True

@@ -21,10 +21,13 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2.extensions
+import psycopg2.extras
 import pytest
 from sqlalchemy import func, select
 
 import taskcore
+import taskcore._deadline
 from _netns import NetnsPg, SilentResolver
 from _pgserver import APP_USER
 from taskcore import TaskCreate
@@ -519,6 +522,33 @@ def test_a_resolver_that_never_answers_is_bounded_by_the_deadline(
     assert DEADLINE - 0.1 <= report["silent"]["elapsed"] <= DEADLINE + SLACK, report
     assert silent in silent_resolver.queries  # the lookup really asked the silent server
     assert known not in silent_resolver.queries
+
+
+# -- someone else's wait callback ---------------------------------------------------------------
+
+
+def test_with_another_wait_callback_only_the_tcp_backstop_bounds_a_read(
+    net: NetnsPg, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another psycopg2 wait callback is installed (gevent's, say), taskcore keeps it, says
+    so once, and a read on a cut link is ended by tcp_user_timeout (10 s), not by the deadline."""
+    previous = psycopg2.extensions.get_wait_callback()
+    monkeypatch.setattr(taskcore._deadline, "_warned", False)
+    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
+    try:
+        with caplog.at_level("WARNING", "taskcore"), handle(net) as db:
+            task = warm(db, "to read")
+            assert psycopg2.extensions.get_wait_callback() is psycopg2.extras.wait_select
+            net.cut()
+            outcome = timed(lambda: db.get_task(task.id))
+            net.heal()
+    finally:
+        psycopg2.extensions.set_wait_callback(previous)
+    events = [getattr(r, "taskcore_event", None) for r in caplog.records]
+    assert events.count("wait_callback_in_use") == 1
+    print(f"{type(outcome.error).__name__} after {outcome.elapsed:.2f}s")  # shown by -rP
+    assert isinstance(outcome.error, taskcore.DatabaseUnavailableError)
+    assert 10.0 - 0.5 <= outcome.elapsed <= 10.0 + 3.0
 
 
 # -- statements through SQLAlchemy (known gap) -------------------------------------------------
