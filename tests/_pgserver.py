@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import pytest
+
 from taskcore.testing._pgserver import (
     APP_DB,
     APP_USER,
@@ -39,6 +41,7 @@ __all__ = [
     "clean_environment",
     "free_port",
     "pg_target",
+    "skip_unless_tcp",
     "unprivileged",
 ]
 
@@ -48,3 +51,9 @@ def pg_target() -> Iterator[PgTarget]:
     """The suite's app role (known password) and fresh taskcore_test, on its own server."""
     with _shipped_pg_target(password=APP_PASSWORD) as target:
         yield target
+
+
+def skip_unless_tcp(pg: PgTarget) -> None:
+    """Skip the test when the server listens on a unix socket: FlakyProxy relays TCP only."""
+    if pg.host.startswith("/"):
+        pytest.skip("FlakyProxy relays TCP; the suite's server is on a unix socket")

@@ -29,7 +29,7 @@ def test_ruff_is_clean() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
-    """`mypy` (strict, packages taskcore and todo_app per pyproject.toml) finds nothing."""
+    """`mypy` (strict; backend/taskcore, src/todo_app and tests per pyproject.toml) finds nothing."""
     result = _run("mypy")
     code = result.returncode
     assert code == 0, f"mypy failed:\n{result.stdout}{result.stderr}"

@@ -6,6 +6,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 __all__ = ["RetryBudget"]
@@ -23,12 +24,19 @@ class RetryBudget:
     So during an outage each process makes at most ``floor * window`` retries per window plus
     about one probe per ``probe_interval``; when the database returns, the next probe (within
     ``probe_interval``) succeeds and every caller recovers.
+
+    ``clock`` (monotonic seconds) and ``jitter`` (a float in [0, 1), placing each probe within
+    0.5-1 x ``probe_interval``) are injectable so tests can drive time exactly. The default
+    jitter is the process-wide ``random.random``, which Python reseeds in a forked child, so
+    forked workers do not probe in step.
     """
 
     ratio: float = 0.2
     floor: float = 1.0
     window: float = 10.0
     probe_interval: float = 1.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    jitter: Callable[[], float] = field(default=random.random, repr=False)
     _successes: deque[float] = field(default_factory=deque, repr=False)
     _retries: deque[float] = field(default_factory=deque, repr=False)
     _exhausted: bool = field(default=False, repr=False)
@@ -40,16 +48,16 @@ class RetryBudget:
         with self._lock:
             if not self._exhausted:
                 return True
-            now = time.monotonic()
+            now = self.clock()
             if now < self._next_probe:
                 return False
-            self._next_probe = now + self.probe_interval * random.uniform(0.5, 1.0)
+            self._schedule_probe(now)
             return True
 
     def spend(self) -> bool:
         """Take one retry from the budget; False (and fail-fast mode) when none is left."""
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             self._trim(now)
             allowed = len(self._retries) < self.floor * self.window + self.ratio * len(
                 self._successes
@@ -59,13 +67,13 @@ class RetryBudget:
                 return True
             if not self._exhausted:
                 self._exhausted = True
-                self._next_probe = now + self.probe_interval * random.uniform(0.5, 1.0)
+                self._schedule_probe(now)
             return False
 
     def record_success(self) -> None:
         """A call succeeded: deposit, and leave fail-fast mode."""
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
             self._successes.append(now)
             self._trim(now)
             self._exhausted = False
@@ -74,6 +82,9 @@ class RetryBudget:
     def exhausted(self) -> bool:
         """True while the process fails fast."""
         return self._exhausted
+
+    def _schedule_probe(self, now: float) -> None:
+        self._next_probe = now + self.probe_interval * (0.5 + 0.5 * self.jitter())
 
     def _trim(self, now: float) -> None:
         horizon = now - self.window

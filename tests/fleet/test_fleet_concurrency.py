@@ -15,9 +15,11 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections import Counter
-from typing import Any
 
 import pytest
+
+import taskcore
+from _db import PostgresDb
 from _fleet import (
     CONTENTION_POLICY,
     Tally,
@@ -27,8 +29,6 @@ from _fleet import (
     serializable_counter_worker,
     toggle_worker,
 )
-
-import taskcore
 from taskcore import TaskCreate
 
 K = 4  # processes
@@ -52,7 +52,7 @@ def _assert_clean(tallies: list[Tally]) -> None:
     assert not errors, f"typed errors in a clean run: {dict(errors)}"
 
 
-def test_toggle_parity_holds_across_processes(server_db: Any) -> None:
+def test_toggle_parity_holds_across_processes(server_db: PostgresDb) -> None:
     """K processes toggling the same tasks M times each: every task ends as the parity of its
     acknowledged toggles (one-shot toggles and toggles inside multi-step units of work)."""
     ids = [taskcore.create_task(TaskCreate(title=f"t{i}"), user_id="hot").id for i in range(TASKS)]
@@ -72,7 +72,7 @@ def test_toggle_parity_holds_across_processes(server_db: Any) -> None:
     )
 
 
-def test_concurrent_updates_of_different_fields_never_lose_a_write(server_db: Any) -> None:
+def test_concurrent_updates_of_different_fields_never_lose_a_write(server_db: PostgresDb) -> None:
     """Concurrent update_task calls on one task (title by A, description by B) and toggles by C
     and D: each field ends with the last value its writer wrote and no field ever goes back."""
     task = taskcore.create_task(TaskCreate(title="start", description="start"), user_id="u")
@@ -97,7 +97,7 @@ def test_concurrent_updates_of_different_fields_never_lose_a_write(server_db: An
 
 
 @pytest.mark.real_waits
-def test_serializable_write_skew_is_retried_whole(server_db: Any) -> None:
+def test_serializable_write_skew_is_retried_whole(server_db: PostgresDb) -> None:
     """Two serializable read-then-write units that both read before either writes: PostgreSQL
     fails one with 40001, UnitOfWork.run re-runs it whole, and the titles are 0..n-1."""
     skew = _ctx.Barrier(2)
@@ -118,7 +118,7 @@ def test_serializable_write_skew_is_retried_whole(server_db: Any) -> None:
 
 
 @pytest.mark.real_waits
-def test_serializable_counter_has_no_duplicates_under_contention(server_db: Any) -> None:
+def test_serializable_counter_has_no_duplicates_under_contention(server_db: PostgresDb) -> None:
     """K processes each run serializable units that read a user's task count and create a task
     titled with it: serialization failures are retried whole, and titles are exactly 0..n-1."""
     n = 15
@@ -137,7 +137,9 @@ def test_serializable_counter_has_no_duplicates_under_contention(server_db: Any)
     )
 
 
-def test_serialization_conflicts_never_make_a_healthy_database_unavailable(pg_db: Any) -> None:
+def test_serialization_conflicts_never_make_a_healthy_database_unavailable(
+    pg_db: PostgresDb,
+) -> None:
     """Many serialization failures in one process (two threads forced into a write skew every
     round) are all retried whole; none turns into "database unavailable" while it answers."""
     rounds = 25

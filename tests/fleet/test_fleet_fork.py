@@ -13,8 +13,9 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
 
+import taskcore
+from _db import Db, PostgresDb
 from _fleet import (
     ConnectionSeen,
     ForkReport,
@@ -25,8 +26,6 @@ from _fleet import (
     run_fleet,
     start_worker,
 )
-
-import taskcore
 from taskcore import TaskCreate, UnitOfWork
 
 CHILDREN = 4
@@ -40,7 +39,7 @@ def _parent_uses_its_pool() -> list[ConnectionSeen]:
     return seen
 
 
-def _assert_parent_pool_intact(db: Any, before: list[ConnectionSeen], via_pgbouncer: bool) -> None:
+def _assert_parent_pool_intact(db: Db, before: list[ConnectionSeen], via_pgbouncer: bool) -> None:
     """The parent's pooled connections still answer, and they are the very same connections."""
     after = hold_connections(PARENT_CONNECTIONS)
     assert {s.local_port for s in after} == {s.local_port for s in before}
@@ -68,7 +67,7 @@ def _assert_disjoint(
 Children = tuple[list[int], list[ConnectionSeen], list[int]]  # os pids, who answered, tasks
 
 
-def _fork_safety(db: Any, run_children: Callable[[], Children], *, workers: int = CHILDREN) -> None:
+def _fork_safety(db: Db, run_children: Callable[[], Children], *, workers: int = CHILDREN) -> None:
     """Parent uses its pool, keeps a unit open, runs the children; then check everything."""
     via_pgbouncer = type(db).__name__ == "PgBouncerDb"
     parent_seen = _parent_uses_its_pool()
@@ -87,7 +86,7 @@ def _fork_safety(db: Any, run_children: Callable[[], Children], *, workers: int 
     assert len(set(created)) == len(created)
 
 
-def _with_processes(method: str, db: Any) -> Children:
+def _with_processes(method: str, db: Db) -> Children:
     ctx = multiprocessing.get_context(method)
     # A forked child keeps the parent's settings and must cope alone; a spawned one is told.
     url = None if method == "fork" else db.url
@@ -99,13 +98,13 @@ def _with_processes(method: str, db: Any) -> Children:
     )
 
 
-def test_forked_children_never_use_the_parents_connections(server_db: Any) -> None:
+def test_forked_children_never_use_the_parents_connections(server_db: PostgresDb) -> None:
     """4 children forked from a parent that used its pool get their own connections, and the
     parent's pooled and checked-out connections still work afterwards."""
     _fork_safety(server_db, lambda: _with_processes("fork", server_db))
 
 
-def test_spawned_children_never_use_the_parents_connections(server_db: Any) -> None:
+def test_spawned_children_never_use_the_parents_connections(server_db: PostgresDb) -> None:
     """4 spawned children get their own connections; the parent's pool still works after."""
     _fork_safety(server_db, lambda: _with_processes("spawn", server_db))
 
@@ -113,11 +112,13 @@ def test_spawned_children_never_use_the_parents_connections(server_db: Any) -> N
 def _with_executor(method: str, url: str) -> Children:
     ctx = multiprocessing.get_context(method)
     # fork: nothing to do. spawn: the initializer tells each fresh interpreter the database.
-    initializer: Any = None if method == "fork" else start_worker
-    initargs = () if method == "fork" else (url,)
-    with ProcessPoolExecutor(
-        max_workers=CHILDREN, mp_context=ctx, initializer=initializer, initargs=initargs
-    ) as pool:
+    if method == "fork":
+        executor = ProcessPoolExecutor(max_workers=CHILDREN, mp_context=ctx)
+    else:
+        executor = ProcessPoolExecutor(
+            max_workers=CHILDREN, mp_context=ctx, initializer=start_worker, initargs=(url,)
+        )
+    with executor as pool:
         # More jobs than workers, so workers serve several each (reusing their own pools).
         results = list(pool.map(fork_pool_job, range(CHILDREN * 3), timeout=90))
     return (
@@ -127,21 +128,23 @@ def _with_executor(method: str, url: str) -> Children:
     )
 
 
-def test_process_pool_executor_workers_never_use_the_parents_connections(server_db: Any) -> None:
+def test_process_pool_executor_workers_never_use_the_parents_connections(
+    server_db: PostgresDb,
+) -> None:
     """ProcessPoolExecutor workers forked from a parent that used its pool (nothing to do)
     get their own connections; the parent's pool still works after."""
     # The executor decides which worker takes which job: at least one worker served jobs.
     _fork_safety(server_db, lambda: _with_executor("fork", server_db.url), workers=1)
 
 
-def test_process_pool_executor_with_spawn_and_an_initializer(pg_db: Any) -> None:
+def test_process_pool_executor_with_spawn_and_an_initializer(pg_db: PostgresDb) -> None:
     """ProcessPoolExecutor with spawn and an initializer that configures taskcore: workers
     get their own connections; the parent's pool still works after."""
     _fork_safety(pg_db, lambda: _with_executor("spawn", pg_db.url), workers=1)
 
 
 def test_fork_hook_gives_the_child_fresh_connections_and_leaves_the_parent_alone(
-    pg_db: Any,
+    pg_db: PostgresDb,
 ) -> None:
     """A child forked while the parent holds a pooled connection opens its own on first use and
     never touches the parent's: the parent goes on using its pooled connection, opening none."""

@@ -15,11 +15,13 @@ from typing import Any
 
 import psycopg2
 import pytest
-from _fleet import connection_seen
 from sqlalchemy import func, select
 
 import taskcore
+from _db import PgBouncerDb, PostgresDb
+from _fleet import connection_seen
 from _pgbouncer import MISSING_REASON, PgBouncer, find_pgbouncer, pgbouncer_in_front_of
+from _pgserver import PgTarget
 from taskcore import TaskCreate, TaskUpdate, UnitOfWork
 
 pytestmark = pytest.mark.postgres
@@ -36,7 +38,7 @@ _POOLER_TRACKED = (
 
 
 @pytest.fixture(scope="module")
-def single_server_connection(pg: Any) -> Iterator[PgBouncer]:
+def single_server_connection(pg: PgTarget) -> Iterator[PgBouncer]:
     """A private PgBouncer whose pool has one server connection, shared by every client."""
     binary = find_pgbouncer()
     if binary is None:
@@ -75,7 +77,7 @@ def _session_state(bouncer: PgBouncer) -> dict[str, Any]:
     }
 
 
-def test_pgbouncer_variant_really_goes_through_pgbouncer(pgbouncer_db: Any) -> None:
+def test_pgbouncer_variant_really_goes_through_pgbouncer(pgbouncer_db: PgBouncerDb) -> None:
     """In the `pgbouncer` variant of the fixtures, taskcore's connection is a PgBouncer client
     and its transaction runs on one of PgBouncer's server connections."""
     bouncer = pgbouncer_db.bouncer
@@ -88,7 +90,7 @@ def test_pgbouncer_variant_really_goes_through_pgbouncer(pgbouncer_db: Any) -> N
 
 
 def test_probe_sees_a_session_set_left_on_the_shared_connection(
-    pg_db: Any, single_server_connection: PgBouncer
+    pg_db: PostgresDb, single_server_connection: PgBouncer
 ) -> None:
     """Positive control: a plain client's session SET is visible to the next client."""
     bouncer = single_server_connection
@@ -107,7 +109,7 @@ def test_probe_sees_a_session_set_left_on_the_shared_connection(
 
 
 def test_no_session_state_survives_any_unit_of_work(
-    pg_db: Any, single_server_connection: PgBouncer
+    pg_db: PostgresDb, single_server_connection: PgBouncer
 ) -> None:
     """Every kind of unit (one-shots, read-only, serializable, repeatable read, statement
     timeout, savepoint, rollback, failed statement) leaves the shared server connection clean."""

@@ -15,11 +15,11 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections import Counter
-from typing import Any
-
-from _fleet import StressPlan, Tally, run_fleet, stress_worker
 
 import taskcore
+from _db import Db, PostgresDb
+from _fleet import StressPlan, Tally, run_fleet, stress_worker
+from _pgbouncer import PgBouncer
 from taskcore import TaskCreate
 
 PROCESSES = 4
@@ -29,7 +29,7 @@ HOT_TASKS = 8
 _ctx = multiprocessing.get_context("fork")
 
 
-def _stress(db: Any, urls: list[str], label: str, bouncer: Any = None) -> None:
+def _stress(db: Db, urls: list[str], label: str, bouncer: PgBouncer | None = None) -> None:
     """Run the fleet (worker i on urls[i]) and check every invariant from outside."""
     hot = [
         taskcore.create_task(TaskCreate(title=f"hot {i}", description="initial"), user_id="hot").id
@@ -108,13 +108,13 @@ def _stress(db: Any, urls: list[str], label: str, bouncer: Any = None) -> None:
     )
 
 
-def test_stress_invariants_hold_on_direct_postgres(pg_db: Any) -> None:
+def test_stress_invariants_hold_on_direct_postgres(pg_db: PostgresDb) -> None:
     """4 processes, 2,000 mixed operations straight to PostgreSQL: every invariant holds."""
     _stress(pg_db, [pg_db.url] * PROCESSES, "direct")
 
 
 def test_stress_invariants_hold_with_half_the_fleet_through_pgbouncer(
-    pg_db: Any, pgbouncer: Any
+    pg_db: PostgresDb, pgbouncer: PgBouncer
 ) -> None:
     """4 processes, 2,000 mixed operations, two of them through PgBouncer (transaction mode)
     and two straight to PostgreSQL, on the same rows: every invariant holds."""

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg2
 import pytest
+from psycopg2.extensions import connection
 
 import taskcore
-from taskcore._resolve import CommitTicket, Outcome, resolve_commit
+import taskcore.testing
+from _db import PostgresDb
+from _pgserver import PgTarget
 from taskcore._deadline import Deadline
+from taskcore._resolve import CommitTicket, Outcome, resolve_commit
 from taskcore.retry import RetryPolicy
 
 pytestmark = pytest.mark.postgres
@@ -21,17 +23,19 @@ def _resolve(ticket: CommitTicket) -> Outcome:
     return resolve_commit(db._open_link, ticket, Deadline(10), RetryPolicy(), db.events)
 
 
-def _open_transaction(pg: Any) -> tuple[Any, CommitTicket]:
+def _open_transaction(pg: PgTarget) -> tuple[connection, CommitTicket]:
     """A real app-role transaction that wrote a row, and its ticket (xid, backend pid)."""
     conn = psycopg2.connect(pg.url)
     cur = conn.cursor()
     cur.execute("INSERT INTO tasks (title, user_id) VALUES ('t', 'u')")
     cur.execute("SELECT pg_current_xact_id()::text, pg_backend_pid()")
-    xid, pid = cur.fetchone()
+    row = cur.fetchone()
+    assert row is not None
+    xid, pid = row
     return conn, CommitTicket(xid=xid, backend_pid=pid)
 
 
-def test_committed_transaction_resolves_as_committed(pg: Any, pg_db: Any) -> None:
+def test_committed_transaction_resolves_as_committed(pg: PgTarget, pg_db: PostgresDb) -> None:
     """A transaction that committed is reported committed."""
     conn, ticket = _open_transaction(pg)
     conn.commit()
@@ -39,7 +43,7 @@ def test_committed_transaction_resolves_as_committed(pg: Any, pg_db: Any) -> Non
     assert _resolve(ticket) is Outcome.COMMITTED
 
 
-def test_rolled_back_transaction_resolves_as_aborted(pg: Any, pg_db: Any) -> None:
+def test_rolled_back_transaction_resolves_as_aborted(pg: PgTarget, pg_db: PostgresDb) -> None:
     """A transaction that rolled back is reported aborted."""
     conn, ticket = _open_transaction(pg)
     conn.rollback()
@@ -47,7 +51,9 @@ def test_rolled_back_transaction_resolves_as_aborted(pg: Any, pg_db: Any) -> Non
     assert _resolve(ticket) is Outcome.ABORTED
 
 
-def test_transaction_still_open_is_ended_and_resolves_as_aborted(pg: Any, pg_db: Any) -> None:
+def test_transaction_still_open_is_ended_and_resolves_as_aborted(
+    pg: PgTarget, pg_db: PostgresDb
+) -> None:
     """A backend still holding the transaction (dead client not yet noticed) is ended: aborted."""
     conn, ticket = _open_transaction(pg)
     try:
@@ -58,7 +64,7 @@ def test_transaction_still_open_is_ended_and_resolves_as_aborted(pg: Any, pg_db:
         conn.close()
 
 
-def test_unknown_transaction_status_is_unknown(pg_db: Any) -> None:
+def test_unknown_transaction_status_is_unknown(pg_db: PostgresDb) -> None:
     """An xid whose status the server no longer (or never) knew is reported as unknown."""
     ticket = CommitTicket(xid=str(2**40), backend_pid=0)
     assert _resolve(ticket) is Outcome.UNKNOWN

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy.engine import make_url
 
 import taskcore
+from _db import PostgresDb
+from _pgserver import PgTarget
 from taskcore import TaskCreate, TaskUpdate, UnitOfWork
 from taskcore.testing import FlakyProxy
 
@@ -17,9 +19,9 @@ pytestmark = pytest.mark.postgres
 
 
 def test_connections_the_server_closed_are_replaced_without_a_retry(
-    pg_db: Any,
+    pg_db: PostgresDb,
     caplog: pytest.LogCaptureFixture,
-    taskcore_events: Any,
+    taskcore_events: Callable[[str], list[logging.LogRecord]],
 ) -> None:
     """After the server ends every idle pooled connection (a Neon suspend), work just succeeds.
 
@@ -41,10 +43,10 @@ def test_connections_the_server_closed_are_replaced_without_a_retry(
 
 
 def test_wrong_password_fails_fast_once_and_leaks_nothing(
-    pg: Any,
-    pg_db: Any,
+    pg: PgTarget,
+    pg_db: PostgresDb,
     caplog: pytest.LogCaptureFixture,
-    taskcore_events: Any,
+    taskcore_events: Callable[[str], list[logging.LogRecord]],
 ) -> None:
     """A wrong password: ConnectionRejectedError within the connect timeout, after one attempt."""
     if not pg.password_auth_enforced:
@@ -70,9 +72,9 @@ def test_wrong_password_fails_fast_once_and_leaks_nothing(
 
 def test_lost_commit_reply_is_resolved_as_committed_and_not_rerun(
     proxy: FlakyProxy,
-    pg_db: Any,
+    pg_db: PostgresDb,
     caplog: pytest.LogCaptureFixture,
-    taskcore_events: Any,
+    taskcore_events: Callable[[str], list[logging.LogRecord]],
 ) -> None:
     """When the COMMIT reply is lost, the server is asked: committed means success, once."""
     calls: list[int] = []
@@ -92,7 +94,7 @@ def test_lost_commit_reply_is_resolved_as_committed_and_not_rerun(
 
 
 def test_without_commit_protection_a_lost_reply_is_reported_unknown(
-    proxy: FlakyProxy, pg: Any, pg_db: Any
+    proxy: FlakyProxy, pg: PgTarget, pg_db: PostgresDb
 ) -> None:
     """With commit protection off, a lost COMMIT reply raises CommitOutcomeUnknownError, once."""
     taskcore.configure(database_url=proxy.url(pg.url), commit_protection=False)
@@ -110,7 +112,7 @@ def test_without_commit_protection_a_lost_reply_is_reported_unknown(
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 1  # it did commit; we said "unknown"
 
 
-def test_link_cut_before_commit_reruns_the_whole_unit(proxy: FlakyProxy, pg_db: Any) -> None:
+def test_link_cut_before_commit_reruns_the_whole_unit(proxy: FlakyProxy, pg_db: PostgresDb) -> None:
     """A link cut after a statement but before COMMIT is transient: the unit re-runs, lands once."""
     calls: list[int] = []
 
@@ -126,7 +128,7 @@ def test_link_cut_before_commit_reruns_the_whole_unit(proxy: FlakyProxy, pg_db: 
     assert pg_db.query("SELECT title FROM tasks ORDER BY id") == [("a",), ("b",)]
 
 
-def test_one_shot_read_is_retried_after_a_cut(proxy: FlakyProxy, pg_db: Any) -> None:
+def test_one_shot_read_is_retried_after_a_cut(proxy: FlakyProxy, pg_db: PostgresDb) -> None:
     """A read cut mid-flight is safe to repeat, so get_tasks retries and answers."""
     taskcore.create_task(TaskCreate(title="r"), user_id="u")
     proxy.cut_after_statements(1)
@@ -136,7 +138,7 @@ def test_one_shot_read_is_retried_after_a_cut(proxy: FlakyProxy, pg_db: Any) -> 
 
 @pytest.mark.parametrize("faults", [1, 2, 3])
 def test_one_shot_writes_cut_in_flight_apply_exactly_once(
-    proxy: FlakyProxy, pg_db: Any, faults: int
+    proxy: FlakyProxy, pg_db: PostgresDb, faults: int
 ) -> None:
     """Each one-shot write whose reply is lost (even repeatedly) is retried and lands once."""
     task = taskcore.create_task(TaskCreate(title="base"), user_id="u")
@@ -159,7 +161,7 @@ def test_one_shot_writes_cut_in_flight_apply_exactly_once(
     assert pg_db.scalar(f"SELECT count(*) FROM tasks WHERE id = {task.id}") == 0
 
 
-def test_redelivered_create_with_the_same_key_returns_the_first_task(pg_db: Any) -> None:
+def test_redelivered_create_with_the_same_key_returns_the_first_task(pg_db: PostgresDb) -> None:
     """create_task with a caller's idempotency key stores once and returns the same task."""
     first = taskcore.create_task(TaskCreate(title="job"), user_id="u", idempotency_key="job-42")
     again = taskcore.create_task(TaskCreate(title="other"), user_id="u", idempotency_key="job-42")
@@ -171,7 +173,9 @@ def test_redelivered_create_with_the_same_key_returns_the_first_task(pg_db: Any)
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 2
 
 
-def test_lost_reply_then_outage_is_unknown_not_unavailable(proxy: FlakyProxy, pg_db: Any) -> None:
+def test_lost_reply_then_outage_is_unknown_not_unavailable(
+    proxy: FlakyProxy, pg_db: PostgresDb
+) -> None:
     """A keyed write whose reply is lost, with no reconnect possible, is 'unknown' (it did land)."""
     taskcore.configure(database_url=proxy.url(pg_db.url), retry_attempts=3)
     taskcore.get_tasks()  # one live pooled link; new connections will be refused
@@ -184,7 +188,9 @@ def test_lost_reply_then_outage_is_unknown_not_unavailable(proxy: FlakyProxy, pg
     assert proxy.faults_fired >= 1
 
 
-def test_lost_commit_with_server_unreachable_is_unknown(proxy: FlakyProxy, pg_db: Any) -> None:
+def test_lost_commit_with_server_unreachable_is_unknown(
+    proxy: FlakyProxy, pg_db: PostgresDb
+) -> None:
     """If the server cannot be asked about a lost COMMIT, the unit reports 'unknown', not re-run."""
     taskcore.configure(database_url=proxy.url(pg_db.url), retry_attempts=3)
     taskcore.get_tasks()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 import taskcore
+from _db import Db
+from _pgserver import PgTarget
 from taskcore import TaskCreate, UnitOfWork, events
 from taskcore.testing import FlakyProxy
 
@@ -22,7 +23,9 @@ def seen() -> Iterator[list[events.Event]]:
     unsubscribe()
 
 
-def test_finished_units_are_reported_with_outcome_and_attempt(db: Any, seen: list[Any]) -> None:
+def test_finished_units_are_reported_with_outcome_and_attempt(
+    db: Db, seen: list[events.Event]
+) -> None:
     """Every unit of work emits UnitFinished: committed or rolled back, with duration."""
     taskcore.create_task(TaskCreate(title="a"), user_id="u")
     with pytest.raises(KeyError), UnitOfWork() as uow:
@@ -37,7 +40,7 @@ def test_finished_units_are_reported_with_outcome_and_attempt(db: Any, seen: lis
     assert events.counters()["units_committed"] == 1
 
 
-def test_a_failing_subscriber_never_breaks_the_call(db: Any) -> None:
+def test_a_failing_subscriber_never_breaks_the_call(db: Db) -> None:
     """An exception in a subscriber is logged and swallowed; the operation succeeds."""
 
     def broken(event: events.Event) -> None:
@@ -51,17 +54,18 @@ def test_a_failing_subscriber_never_breaks_the_call(db: Any) -> None:
 
 
 @pytest.mark.postgres
-def test_retries_give_ups_and_resolutions_are_events(pg: Any, pg_db: Any, seen: list[Any]) -> None:
+def test_retries_give_ups_and_resolutions_are_events(
+    pg: PgTarget, proxy: FlakyProxy, seen: list[events.Event]
+) -> None:
     """Retry scheduled, gave up and commit resolved are emitted and counted, with no secrets."""
-    with FlakyProxy(pg.host, pg.port) as proxy:
-        taskcore.configure(database_url=proxy.url(pg.url), retry_attempts=3)
+    taskcore.configure(database_url=proxy.url(pg.url), retry_attempts=3)
+    taskcore.get_tasks()
+    proxy.cut_after_commit()
+    UnitOfWork.run(lambda uow: uow.tasks.create(TaskCreate(title="x"), user_id="u"))
+    taskcore.dispose()
+    proxy.refuse_connections()
+    with pytest.raises(taskcore.DatabaseUnavailableError):
         taskcore.get_tasks()
-        proxy.cut_after_commit()
-        UnitOfWork.run(lambda uow: uow.tasks.create(TaskCreate(title="x"), user_id="u"))
-        taskcore.dispose()
-        proxy.refuse_connections()
-        with pytest.raises(taskcore.DatabaseUnavailableError):
-            taskcore.get_tasks()
     kinds = {type(e).__name__ for e in seen}
     assert {"CommitResolved", "RetryScheduled", "GaveUp", "UnitFinished"} <= kinds
     counts = events.counters()

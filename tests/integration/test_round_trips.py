@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 import taskcore
+from _pgserver import PgTarget
 from taskcore import TaskCreate, TaskUpdate, UnitOfWork
 from taskcore.testing import FlakyProxy
 
@@ -22,13 +22,11 @@ def protection(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def wire(pg: Any, pg_db: Any, protection: bool) -> Iterator[FlakyProxy]:
-    """taskcore talking to the test server through a counting proxy, pool warmed up."""
-    with FlakyProxy(pg.host, pg.port) as proxy:
-        taskcore.configure(database_url=proxy.url(pg.url), commit_protection=protection)
-        taskcore.get_tasks()  # first use: connect and SQLAlchemy's one-time dialect set-up
-        yield proxy
-    taskcore.dispose()
+def wire(proxy: FlakyProxy, pg: PgTarget, protection: bool) -> FlakyProxy:
+    """taskcore talking to the test server through the counting proxy, pool warmed up."""
+    taskcore.configure(database_url=proxy.url(pg.url), commit_protection=protection)
+    taskcore.get_tasks()  # first use: connect and SQLAlchemy's one-time dialect set-up
+    return proxy
 
 
 def _count(proxy: FlakyProxy, operation: Callable[[], object]) -> int:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from sqlalchemy import func, select
 
 import taskcore
+from _db import Db
 from taskcore import UnitOfWork
 
 
-def test_statement_timeout_cancels_a_slow_statement_and_does_not_leak(db: Any) -> None:
+def test_statement_timeout_cancels_a_slow_statement_and_does_not_leak(db: Db) -> None:
     """A statement over the unit's timeout fails with 57014; the next unit has no timeout."""
     if db.kind == "sqlite":
         pytest.skip("SQLite has no server-side statement timeout")
@@ -26,7 +25,7 @@ def test_statement_timeout_cancels_a_slow_statement_and_does_not_leak(db: Any) -
         assert shown == "0"
 
 
-def test_bad_statement_timeout_is_a_usage_error(db: Any) -> None:
+def test_bad_statement_timeout_is_a_usage_error(db: Db) -> None:
     """A zero or negative timeout is refused before anything runs."""
     with pytest.raises(taskcore.UsageError):
         UnitOfWork(statement_timeout=0)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 import taskcore
+from _db import Db, PostgresDb
 from taskcore import Status, TaskCreate, TaskUpdate, UnitOfWork
 
 
-def test_multi_step_unit_of_work_lands_whole(db: Any) -> None:
+def test_multi_step_unit_of_work_lands_whole(db: Db) -> None:
     """Several changes in one block are all committed together at the end of the block."""
     with UnitOfWork() as uow:
         a = uow.tasks.create(TaskCreate(title="a"), user_id="u")
@@ -27,7 +27,7 @@ def test_multi_step_unit_of_work_lands_whole(db: Any) -> None:
     ]
 
 
-def test_exception_mid_unit_leaves_nothing_and_comes_out_unchanged(db: Any) -> None:
+def test_exception_mid_unit_leaves_nothing_and_comes_out_unchanged(db: Db) -> None:
     """An exception after some writes rolls all of them back; the caller gets its own exception."""
     existing = taskcore.create_task(TaskCreate(title="keep"), user_id="u")
     boom = RuntimeError("caller's own error")
@@ -44,7 +44,7 @@ def test_exception_mid_unit_leaves_nothing_and_comes_out_unchanged(db: Any) -> N
 
 
 @pytest.mark.postgres
-def test_uncommitted_work_is_invisible_to_other_connections(pg_db: Any) -> None:
+def test_uncommitted_work_is_invisible_to_other_connections(pg_db: PostgresDb) -> None:
     """Until the block ends, an independent connection sees none of the unit's writes."""
     with UnitOfWork() as uow:
         uow.tasks.create(TaskCreate(title="pending"), user_id="u")
@@ -52,7 +52,7 @@ def test_uncommitted_work_is_invisible_to_other_connections(pg_db: Any) -> None:
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 1
 
 
-def test_savepoint_rolls_back_only_its_block(db: Any) -> None:
+def test_savepoint_rolls_back_only_its_block(db: Db) -> None:
     """An exception inside savepoint() undoes only that block; the rest of the unit commits."""
     with UnitOfWork() as uow:
         uow.tasks.create(TaskCreate(title="outer"), user_id="u")
@@ -64,7 +64,7 @@ def test_savepoint_rolls_back_only_its_block(db: Any) -> None:
     assert [r[0] for r in db.query("SELECT title FROM tasks ORDER BY id")] == ["outer", "kept"]
 
 
-def test_on_commit_callbacks_run_only_after_commit(db: Any) -> None:
+def test_on_commit_callbacks_run_only_after_commit(db: Db) -> None:
     """on_commit callbacks run after a successful commit, in order, and never after a rollback."""
     seen: list[str] = []
     with UnitOfWork() as uow:
@@ -79,7 +79,7 @@ def test_on_commit_callbacks_run_only_after_commit(db: Any) -> None:
     assert seen == ["first:1", "second"]
 
 
-def test_read_only_unit_refuses_writes_before_any_sql(db: Any) -> None:
+def test_read_only_unit_refuses_writes_before_any_sql(db: Db) -> None:
     """A read-only unit of work reads, refuses writes with UsageError, and changes nothing."""
     task = taskcore.create_task(TaskCreate(title="t"), user_id="u")
     with UnitOfWork(read_only=True) as uow:
@@ -91,7 +91,7 @@ def test_read_only_unit_refuses_writes_before_any_sql(db: Any) -> None:
 
 
 @pytest.mark.postgres
-def test_read_only_and_isolation_reach_the_server(pg_db: Any) -> None:
+def test_read_only_and_isolation_reach_the_server(pg_db: PostgresDb) -> None:
     """read_only and isolation are the transaction's real characteristics on PostgreSQL."""
     with UnitOfWork(read_only=True, isolation="serializable") as uow:
         setting = func.current_setting
@@ -105,7 +105,7 @@ def test_read_only_and_isolation_reach_the_server(pg_db: Any) -> None:
         )
 
 
-def test_lifecycle_is_explicit(db: Any) -> None:
+def test_lifecycle_is_explicit(db: Db) -> None:
     """A unit of work is entered once; its repository is unusable outside the block."""
     uow = UnitOfWork()
     assert "status=new" in repr(uow)
@@ -123,7 +123,7 @@ def test_lifecycle_is_explicit(db: Any) -> None:
 
 
 @pytest.mark.postgres
-def test_swallowed_database_error_is_raised_at_exit(pg_db: Any) -> None:
+def test_swallowed_database_error_is_raised_at_exit(pg_db: PostgresDb) -> None:
     """A database error the block caught and ignored is raised again at exit; nothing commits."""
     from sqlalchemy import insert
 
@@ -142,7 +142,7 @@ def test_swallowed_database_error_is_raised_at_exit(pg_db: Any) -> None:
 
 @pytest.mark.postgres
 def test_failed_rollback_never_hides_the_original_error(
-    pg_db: Any, caplog: pytest.LogCaptureFixture
+    pg_db: PostgresDb, caplog: pytest.LogCaptureFixture
 ) -> None:
     """When the connection dies mid-unit, the caller's exception still comes out unchanged."""
     boom = LookupError("original")
@@ -158,7 +158,7 @@ def test_failed_rollback_never_hides_the_original_error(
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 0
 
 
-def test_run_gives_each_attempt_a_fresh_unit_and_returns_the_result(db: Any) -> None:
+def test_run_gives_each_attempt_a_fresh_unit_and_returns_the_result(db: Db) -> None:
     """UnitOfWork.run passes a fresh active unit to fn and returns fn's result after commit."""
 
     def work(uow: UnitOfWork) -> int:
@@ -169,7 +169,7 @@ def test_run_gives_each_attempt_a_fresh_unit_and_returns_the_result(db: Any) -> 
     assert db.query(f"SELECT title FROM tasks WHERE id = {task_id}") == [("via run",)]
 
 
-def test_run_does_not_retry_the_callers_own_errors(db: Any) -> None:
+def test_run_does_not_retry_the_callers_own_errors(db: Db) -> None:
     """A non-database exception from fn propagates after a single attempt."""
     calls: list[int] = []
 
@@ -185,7 +185,7 @@ def test_run_does_not_retry_the_callers_own_errors(db: Any) -> None:
 
 
 @pytest.mark.postgres
-def test_transient_failure_mid_unit_is_rerun_whole_and_lands_once(pg_db: Any) -> None:
+def test_transient_failure_mid_unit_is_rerun_whole_and_lands_once(pg_db: PostgresDb) -> None:
     """A disconnect injected once mid-unit re-runs the whole unit; its work lands exactly once."""
     attempts: list[int] = []
 
@@ -201,7 +201,7 @@ def test_transient_failure_mid_unit_is_rerun_whole_and_lands_once(pg_db: Any) ->
     assert pg_db.query("SELECT title FROM tasks ORDER BY id") == [("one",), ("two",)]
 
 
-def test_create_many_stores_all_in_order_or_nothing(db: Any) -> None:
+def test_create_many_stores_all_in_order_or_nothing(db: Db) -> None:
     """create_many keeps input order; one invalid item means nothing is sent or stored."""
     with UnitOfWork() as uow:
         made = uow.tasks.create_many([TaskCreate(title=f"t{i}") for i in range(30)], user_id="u")

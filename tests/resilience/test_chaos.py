@@ -6,18 +6,22 @@ Replay a failing run: ``CHAOS_SEED=<seed printed by the failure> python3 tests/r
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
 from typing import Any
 
 import psycopg2
 import pytest
 
 import taskcore
-from taskcore import TaskCreate, UnitOfWork, events
+from _db import PostgresDb
+from _pgserver import PgTarget
+from taskcore import Task, TaskCreate, UnitOfWork, events
 from taskcore.testing import FlakyProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -56,7 +60,7 @@ def _outcome(error: BaseException) -> str:
     return "absent" if error.outcome_known else "unknown"
 
 
-def _worker(number: int, url: str, shared: list[int], ops: int, seed: int, out: Any) -> None:
+def _worker(number: int, url: str, shared: list[int], ops: int, seed: int, out: Queue[Log]) -> None:
     """Run a seeded random mix of one-shots and multi-step units; report what was seen."""
     taskcore.configure(
         database_url=url,
@@ -124,7 +128,7 @@ def _worker(number: int, url: str, shared: list[int], ops: int, seed: int, out: 
     out.put(log)
 
 
-def _rows(pg: Any, sql: str) -> list[tuple[Any, ...]]:
+def _rows(pg: PgTarget, sql: str) -> list[tuple[Any, ...]]:
     """Read through a direct connection to the server, bypassing the proxy and taskcore."""
     conn = psycopg2.connect(pg.url)
     try:
@@ -135,7 +139,14 @@ def _rows(pg: Any, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-def test_chaos_every_acknowledged_operation_applies_exactly_once(pg: Any, pg_db: Any) -> None:
+def _toggle(uow: UnitOfWork, task_id: int) -> Task:
+    """Toggle one task inside a unit of work."""
+    return uow.tasks.toggle_complete(task_id)
+
+
+def test_chaos_every_acknowledged_operation_applies_exactly_once(
+    pg: PgTarget, pg_db: PostgresDb
+) -> None:
     """Under random faults at every phase, from 2 processes, the exactly-once invariants hold.
 
     Acknowledged creates exist once, units are whole (0 or 2 rows, 2 when acknowledged),
@@ -148,7 +159,7 @@ def test_chaos_every_acknowledged_operation_applies_exactly_once(pg: Any, pg_db:
         for n in range(SHARED_TASKS)
     ]
     ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
+    out: Queue[Log] = ctx.Queue()
     with FlakyProxy(pg.host, pg.port, seed=SEED) as proxy:
         proxy.set_random_faults(**FAULTS)
         workers = [
@@ -216,7 +227,9 @@ def test_chaos_every_acknowledged_operation_applies_exactly_once(pg: Any, pg_db:
     assert not problems, f"seed {SEED}: " + "; ".join(problems[:20])
 
 
-def test_200_lost_replies_in_a_row_apply_each_write_exactly_once(pg: Any, pg_db: Any) -> None:
+def test_200_lost_replies_in_a_row_apply_each_write_exactly_once(
+    pg: PgTarget, pg_db: PostgresDb
+) -> None:
     """Cutting the link right after every COMMIT/write 200 times: each task created once,
     each toggled task toggled once."""
     with FlakyProxy(pg.host, pg.port) as proxy:
@@ -230,7 +243,7 @@ def test_200_lost_replies_in_a_row_apply_each_write_exactly_once(pg: Any, pg_db:
             assert taskcore.toggle_complete(task.id).completed is True
         for task in created[100:]:
             proxy.cut_after_commit()  # the unit's COMMIT lands; its reply is lost
-            UnitOfWork.run(lambda uow, t=task.id: uow.tasks.toggle_complete(t))
+            UnitOfWork.run(functools.partial(_toggle, task_id=task.id))
         assert proxy.faults_fired == 400
     titles = Counter(title for (title,) in _rows(pg, "SELECT title FROM tasks"))
     assert all(titles[f"once-{i}"] == 1 for i in range(200))

@@ -17,11 +17,12 @@ import os
 from typing import Any
 
 import pytest
-from _scan import DbHandle, Summary, summary_for
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
 import taskcore
+from _db import Db
+from _scan import Summary, summary_for
 from taskcore import TaskCreate, TaskUpdate, UnitOfWork, ValidationError
 from taskcore.models import DESCRIPTION_MAX, IDEMPOTENCY_KEY_MAX, TITLE_MAX, USER_ID_MAX
 
@@ -186,12 +187,12 @@ def key_ok(key: object) -> bool:
 # ------------------------------------------------------------------------------ helpers
 
 
-def _snapshot(db: DbHandle) -> list[tuple[Any, ...]]:
+def _snapshot(db: Db) -> list[tuple[Any, ...]]:
     """Every row, every column, through the independent connection; owner and key come last."""
     return db.query("SELECT tasks.*, user_id, idempotency_key FROM tasks ORDER BY id")
 
 
-def _stored(db: DbHandle, task_id: int) -> list[tuple[Any, ...]]:
+def _stored(db: Db, task_id: int) -> list[tuple[Any, ...]]:
     """(title, description, user_id, rows in the table) for one task, in one round trip."""
     return db.query(
         "SELECT title, description, user_id, (SELECT count(*) FROM tasks) FROM tasks"
@@ -206,7 +207,7 @@ def summary(request: pytest.FixtureRequest) -> Summary:
     return summary_for(request.config, "bad input (hypothesis)")
 
 
-def _count(summary: Summary, db: DbHandle, what: str) -> None:
+def _count(summary: Summary, db: Db, what: str) -> None:
     """Count one example under its backend (sqlite, postgres or pgbouncer) and outcome."""
     backend = type(db).__name__.removesuffix("Db").lower()
     summary.add(f"{backend} {what}")
@@ -218,7 +219,7 @@ def _count(summary: Summary, db: DbHandle, what: str) -> None:
 @_profile(EXAMPLES)
 @given(title=TITLES, description=DESCRIPTIONS, user=USER_IDS, key=KEYS)
 def test_create_task_stores_text_exactly_or_refuses_it_changing_nothing(
-    db: DbHandle,
+    db: Db,
     summary: Summary,
     title: str,
     description: str | None,
@@ -261,7 +262,7 @@ _UPDATE_FIELDS = st.fixed_dictionaries(
 @_profile(EXAMPLES)
 @given(fields=_UPDATE_FIELDS, user=USER_IDS)
 def test_update_task_stores_text_exactly_or_refuses_it_changing_nothing(
-    db: DbHandle, summary: Summary, fields: dict[str, Any], user: str
+    db: Db, summary: Summary, fields: dict[str, Any], user: str
 ) -> None:
     """update_task applies any accepted text exactly and refuses the rest with ValidationError."""
     owner = user if user_ok(user) else "owner"
@@ -305,7 +306,7 @@ _ITEMS = st.lists(
 @_profile(EXAMPLES // 3)
 @given(items=_ITEMS, user=st.text(STORABLE_CHAR, max_size=20) | USER_IDS)
 def test_a_unit_of_work_with_a_refused_create_leaves_nothing_behind(
-    db: DbHandle, summary: Summary, items: list[tuple[str, str | None]], user: str
+    db: Db, summary: Summary, items: list[tuple[str, str | None]], user: str
 ) -> None:
     """Creates in one unit of work all land exactly, or a refused one rolls back the whole unit."""
     valid = user_ok(user) and all(title_ok(t) and description_ok(d) for t, d in items)

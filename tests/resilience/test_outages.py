@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 import taskcore
+from _db import PostgresDb
+from _pgserver import PgTarget
 from taskcore import TaskCreate
 from taskcore.testing import FlakyProxy
 
@@ -18,9 +20,9 @@ pytestmark = pytest.mark.postgres
 @pytest.mark.real_waits
 def test_call_during_a_3s_outage_succeeds_when_the_database_returns(
     proxy: FlakyProxy,
-    pg_db: Any,
+    pg_db: PostgresDb,
     caplog: pytest.LogCaptureFixture,
-    taskcore_events: Any,
+    taskcore_events: Callable[[str], list[logging.LogRecord]],
 ) -> None:
     """With connections refused for 3 s (a cold start), a one-shot call issued then succeeds."""
     taskcore.dispose()  # no pooled connection: the call must connect during the outage
@@ -36,7 +38,7 @@ def test_call_during_a_3s_outage_succeeds_when_the_database_returns(
 
 @pytest.mark.real_waits
 def test_outage_longer_than_the_deadline_says_database_unavailable(
-    proxy: FlakyProxy, pg: Any
+    proxy: FlakyProxy, pg: PgTarget
 ) -> None:
     """Connections refused past the retry deadline give DatabaseUnavailableError within it."""
     taskcore.configure(database_url=proxy.url(pg.url), deadline=2.0, retry_wait_max=0.5)

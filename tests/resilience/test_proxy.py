@@ -15,7 +15,9 @@ import psycopg2
 import psycopg2.pool
 import pytest
 from psycopg2 import sql
+from psycopg2.extensions import connection
 
+from _pgserver import PgTarget, skip_unless_tcp
 from taskcore.testing._proxy import FlakyProxy, ProxyStats
 
 DEADLINE_S = 10.0  # upper bound for any wait on a condition; tests finish far sooner
@@ -26,10 +28,11 @@ postgres = pytest.mark.postgres
 # ---------------------------------------------------------------------- helpers
 
 
-def connect(url: str, **kwargs: Any) -> Any:
+def connect(url: str, **kwargs: Any) -> connection:
     """A psycopg2 connection that cannot hang the suite."""
     kwargs.setdefault("connect_timeout", 5)
-    return psycopg2.connect(url, **kwargs)
+    conn: connection = psycopg2.connect(url, **kwargs)
+    return conn
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -41,29 +44,17 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.005)  # poll interval only; the loop waits on the condition
 
 
-def scalar(conn: Any, query: str, params: tuple[Any, ...] = ()) -> Any:
+def scalar(conn: connection, query: str, params: tuple[Any, ...] = ()) -> Any:
     """First column of the first row."""
     with conn.cursor() as cur:
         cur.execute(query, params)
-        return cur.fetchone()[0]
-
-
-def skip_unless_tcp(pg: Any) -> None:
-    """FlakyProxy relays TCP only; skip when the suite's server is on a unix socket."""
-    if str(pg.host).startswith("/"):
-        pytest.skip("FlakyProxy relays TCP; the suite's server is on a unix socket")
+        row = cur.fetchone()
+        assert row is not None
+        return row[0]
 
 
 @pytest.fixture
-def proxy(pg: Any) -> Iterator[FlakyProxy]:
-    """A running proxy in front of the suite's server, stopped (and joined) afterwards."""
-    skip_unless_tcp(pg)
-    with FlakyProxy(pg.host, pg.port, seed=1234) as running:
-        yield running
-
-
-@pytest.fixture
-def table(pg: Any) -> Iterator[sql.Identifier]:
+def table(pg: PgTarget) -> Iterator[sql.Identifier]:
     """A fresh one-column table the app role may write, dropped afterwards."""
     name = sql.Identifier(f"proxy_{uuid.uuid4().hex[:12]}")
     with contextlib.closing(pg.admin_connect()) as admin, admin.cursor() as cur:
@@ -76,7 +67,7 @@ def table(pg: Any) -> Iterator[sql.Identifier]:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
 
 
-def committed_ids(pg: Any, table: sql.Identifier) -> list[int]:
+def committed_ids(pg: PgTarget, table: sql.Identifier) -> list[int]:
     """Ids visible to an independent superuser connection straight to the server."""
     with contextlib.closing(pg.admin_connect()) as admin, admin.cursor() as cur:
         cur.execute(sql.SQL("SELECT id FROM {} ORDER BY id").format(table))
@@ -179,7 +170,9 @@ def client_startup(sock: socket.socket) -> None:
 
 
 @postgres
-def test_round_trips_are_counted_exactly(proxy: FlakyProxy, pg: Any, table: Any) -> None:
+def test_round_trips_are_counted_exactly(
+    proxy: FlakyProxy, pg: PgTarget, table: sql.Identifier
+) -> None:
     """Connection set-up counts as a connection only; each psycopg2 query is one round trip."""
     with contextlib.closing(connect(proxy.url(pg.url))) as conn:
         assert proxy.stats.connections == 1
@@ -203,7 +196,7 @@ def test_round_trips_are_counted_exactly(proxy: FlakyProxy, pg: Any, table: Any)
 
 
 @postgres
-def test_sslmode_prefer_negotiation_is_parsed_and_counted(pg: Any) -> None:
+def test_sslmode_prefer_negotiation_is_parsed_and_counted(pg: PgTarget) -> None:
     """An SSLRequest answered 'N' leaves the link parsed: statements still count."""
     skip_unless_tcp(pg)
     with contextlib.closing(pg.admin_connect()) as admin:
@@ -336,7 +329,7 @@ def test_unreachable_upstream_fails_the_client_fast() -> None:
 
 @postgres
 def test_cut_after_commit_commits_on_server_but_client_sees_error(
-    proxy: FlakyProxy, pg: Any, table: Any
+    proxy: FlakyProxy, pg: PgTarget, table: Any
 ) -> None:
     """The COMMIT reaches the server and commits, yet the client only sees a broken link."""
     with contextlib.closing(connect(proxy.url(pg.url))) as conn:
@@ -354,7 +347,7 @@ def test_cut_after_commit_commits_on_server_but_client_sees_error(
 
 @postgres
 def test_cut_after_commit_fires_the_given_number_of_times(
-    proxy: FlakyProxy, pg: Any, table: Any
+    proxy: FlakyProxy, pg: PgTarget, table: Any
 ) -> None:
     """cut_after_commit(times=2) cuts two COMMITs, then commits go through again."""
     url = proxy.url(pg.url)
@@ -376,7 +369,7 @@ def test_cut_after_commit_fires_the_given_number_of_times(
 
 @postgres
 def test_cut_after_statements_cuts_during_that_statement_and_nothing_commits(
-    proxy: FlakyProxy, pg: Any, table: Any
+    proxy: FlakyProxy, pg: PgTarget, table: Any
 ) -> None:
     """With cut_after_statements(2) the INSERT after BEGIN breaks and its row never commits."""
     with contextlib.closing(connect(proxy.url(pg.url))) as conn:
@@ -394,7 +387,7 @@ def test_cut_after_statements_cuts_during_that_statement_and_nothing_commits(
 
 
 @postgres
-def test_cut_mid_result_breaks_the_result(proxy: FlakyProxy, pg: Any) -> None:
+def test_cut_mid_result_breaks_the_result(proxy: FlakyProxy, pg: PgTarget) -> None:
     """The next result with more rows than allowed is cut; smaller results pass untouched."""
     with contextlib.closing(connect(proxy.url(pg.url))) as conn:
         conn.autocommit = True
@@ -448,7 +441,7 @@ def test_cut_mid_result_forwards_exactly_after_rows() -> None:
 
 @postgres
 def test_reset_all_breaks_idle_pooled_connections_and_new_ones_work(
-    proxy: FlakyProxy, pg: Any
+    proxy: FlakyProxy, pg: PgTarget
 ) -> None:
     """After reset_all an idle pooled connection fails on next use; a fresh one works."""
     pool = psycopg2.pool.SimpleConnectionPool(1, 2, proxy.url(pg.url), connect_timeout=5)
@@ -477,7 +470,7 @@ def test_reset_all_breaks_idle_pooled_connections_and_new_ones_work(
 
 @postgres
 def test_refuse_connections_refuses_new_links_and_keeps_live_ones(
-    proxy: FlakyProxy, pg: Any
+    proxy: FlakyProxy, pg: PgTarget
 ) -> None:
     """While refusing, connects fail at once but an open connection keeps working."""
     url = proxy.url(pg.url)
@@ -495,7 +488,9 @@ def test_refuse_connections_refuses_new_links_and_keeps_live_ones(
 
 
 @postgres
-def test_refuse_for_refuses_during_the_window_and_accepts_after(proxy: FlakyProxy, pg: Any) -> None:
+def test_refuse_for_refuses_during_the_window_and_accepts_after(
+    proxy: FlakyProxy, pg: PgTarget
+) -> None:
     """refuse_for(0.5) returns at once; connects fail inside the window and succeed after it."""
     url = proxy.url(pg.url)
     started = time.monotonic()
@@ -525,7 +520,7 @@ def test_refuse_for_refuses_during_the_window_and_accepts_after(proxy: FlakyProx
 
 @postgres
 def test_latency_adds_at_least_two_one_way_delays_per_round_trip(
-    proxy: FlakyProxy, pg: Any
+    proxy: FlakyProxy, pg: PgTarget
 ) -> None:
     """With one-way latency L every round trip takes at least 2L (and not absurdly more)."""
     one_way = 0.05
@@ -545,7 +540,7 @@ def test_latency_adds_at_least_two_one_way_delays_per_round_trip(
 
 
 @postgres
-def test_jitter_never_reorders_the_stream(proxy: FlakyProxy, pg: Any) -> None:
+def test_jitter_never_reorders_the_stream(proxy: FlakyProxy, pg: PgTarget) -> None:
     """A many-chunk result relayed with jitter arrives complete and in order."""
     with contextlib.closing(connect(proxy.url(pg.url))) as conn:
         conn.autocommit = True
@@ -559,7 +554,7 @@ def test_jitter_never_reorders_the_stream(proxy: FlakyProxy, pg: Any) -> None:
 # ---------------------------------------------------------------------- chaos
 
 
-def chaos_run(pg: Any, seed: int) -> list[str]:
+def chaos_run(pg: PgTarget, seed: int) -> list[str]:
     """A fixed sequential workload under seeded random faults; returns what happened."""
     log: list[str] = []
     with FlakyProxy(pg.host, pg.port, seed=seed) as proxy:
@@ -594,7 +589,7 @@ def chaos_run(pg: Any, seed: int) -> list[str]:
 
 
 @postgres
-def test_same_seed_replays_the_same_fault_decisions(pg: Any) -> None:
+def test_same_seed_replays_the_same_fault_decisions(pg: PgTarget) -> None:
     """Two chaos runs with one seed make identical decisions; another seed differs."""
     skip_unless_tcp(pg)
     first = chaos_run(pg, seed=7)
@@ -604,7 +599,7 @@ def test_same_seed_replays_the_same_fault_decisions(pg: Any) -> None:
 
 
 @postgres
-def test_clear_faults_disarms_everything(proxy: FlakyProxy, pg: Any) -> None:
+def test_clear_faults_disarms_everything(proxy: FlakyProxy, pg: PgTarget) -> None:
     """After clear_faults no armed or random fault fires and connections are accepted."""
     url = proxy.url(pg.url)
     proxy.set_latency(0.5)
@@ -629,7 +624,7 @@ def test_clear_faults_disarms_everything(proxy: FlakyProxy, pg: Any) -> None:
 
 
 @postgres
-def test_stop_resets_links_and_joins_its_thread(pg: Any) -> None:
+def test_stop_resets_links_and_joins_its_thread(pg: PgTarget) -> None:
     """stop() breaks live links, closes the port and leaves no thread behind; it is idempotent."""
     skip_unless_tcp(pg)
     proxy = FlakyProxy(pg.host, pg.port).start()

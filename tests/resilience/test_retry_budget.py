@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from typing import Any
+from multiprocessing.queues import Queue
 
 import pytest
 
 import taskcore
+from _db import PostgresDb
+from _pgserver import PgTarget
 from taskcore.testing import FlakyProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.real_waits, pytest.mark.slow]
@@ -18,8 +20,10 @@ OUTAGE = 10.0  # seconds the database refuses connections
 STEADY_FROM = 4.0  # by then every process has spent its floor of retries
 PROBE_INTERVAL = 1.0
 
+Report = tuple[int, int, float | None]  # calls, failures, first success after a failure
 
-def _worker(url: str, budget: bool, stop_at: float, results: Any) -> None:
+
+def _worker(url: str, budget: bool, stop_at: float, results: Queue[Report]) -> None:
     """Call get_tasks in a loop until stop_at; report the first success after a failure."""
     taskcore.configure(
         database_url=url,
@@ -42,10 +46,10 @@ def _worker(url: str, budget: bool, stop_at: float, results: Any) -> None:
     results.put((calls, failures, first_success))
 
 
-def _run_fleet(pg: Any, budget: bool) -> tuple[float, list[float]]:
+def _run_fleet(pg: PgTarget, budget: bool) -> tuple[float, list[float]]:
     """Run the fleet through an outage; return attempts/s during it and recovery delays."""
     ctx = multiprocessing.get_context("fork")
-    results = ctx.Queue()
+    results: Queue[Report] = ctx.Queue()
     with FlakyProxy(pg.host, pg.port) as proxy:
         proxy.refuse_connections()
         stop_at = time.time() + OUTAGE + 3.0
@@ -73,7 +77,9 @@ def _run_fleet(pg: Any, budget: bool) -> tuple[float, list[float]]:
     return rate, recoveries
 
 
-def test_budget_bounds_connection_attempts_and_fleet_recovers(pg: Any, pg_db: Any) -> None:
+def test_budget_bounds_connection_attempts_and_fleet_recovers(
+    pg: PgTarget, pg_db: PostgresDb
+) -> None:
     """8 workers: with the budget, attempts/s during an outage stay bounded; all recover fast.
 
     Bound: once a process's budget is spent (its floor of 1 retry/s over a 10 s window,

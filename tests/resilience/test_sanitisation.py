@@ -16,15 +16,20 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
+from sqlalchemy.engine import make_url
+
+import taskcore
+from _db import Db
+from _pgserver import APP_PASSWORD, PgTarget
 from _scan import (
     SQL_MARKERS,
-    DbHandle,
     Hit,
     Needle,
     Summary,
@@ -35,11 +40,6 @@ from _scan import (
     secret_needles,
     summary_for,
 )
-from sqlalchemy import insert
-from sqlalchemy.engine import make_url
-
-import taskcore
-from _pgserver import APP_PASSWORD, PgTarget
 from taskcore import (
     CommitOutcomeUnknownError,
     ConfigurationError,
@@ -81,7 +81,7 @@ class Ctx:
 
     kind: str  # "postgres" or "sqlite" (PgBouncer runs are "postgres" too)
     url: str  # the URL taskcore is configured with
-    db: DbHandle | None = None
+    db: Db | None = None
     pg: PgTarget | None = None
     proxy: FlakyProxy | None = None
     monkeypatch: pytest.MonkeyPatch | None = None
@@ -287,9 +287,7 @@ def _two_creates(ctx: Ctx) -> Callable[[UnitOfWork], object]:
 
 
 def _refused_briefly_then_recovers(ctx: Ctx) -> object:
-    ctx.configure(
-        deadline=10, retry_wait_initial=0.05, retry_wait_max=0.1, retry_wait_jitter=0.0
-    )
+    ctx.configure(deadline=10, retry_wait_initial=0.05, retry_wait_max=0.1, retry_wait_jitter=0.0)
     ctx.px.refuse_for(0.4)
     return taskcore.create_task(ctx.data(), ctx.user)
 
@@ -464,24 +462,10 @@ LINK_FAULTS = [
 ]
 
 
-def _skip_unless_tcp(pg: PgTarget) -> None:
-    if pg.host.startswith("/"):
-        pytest.skip("FlakyProxy relays TCP; the suite's server is on a unix socket")
-
-
-@pytest.fixture
-def proxy(pg: PgTarget, pg_db: DbHandle) -> Iterator[FlakyProxy]:
-    """A fault-injection proxy in front of the test server (taskcore is pointed at it per test)."""
-    _skip_unless_tcp(pg)
-    with FlakyProxy(pg.host, pg.port, seed=20_240) as running:
-        yield running
-    taskcore.dispose()
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("sc", _params(LINK_FAULTS))
 def test_link_faults_raise_typed_errors_that_leak_nothing(
-    sc: Scenario, pg: PgTarget, pg_db: DbHandle, proxy: FlakyProxy, summary: Summary
+    sc: Scenario, pg: PgTarget, pg_db: Db, proxy: FlakyProxy, summary: Summary
 ) -> None:
     """Refusals, resets and cuts (connect, mid-transaction, at COMMIT, mid-result) leak nothing."""
     ctx = Ctx(kind="postgres", url=proxy.url(pg.url), db=pg_db, pg=pg, proxy=proxy)
@@ -622,7 +606,7 @@ REJECTIONS = [
 @pytest.mark.postgres
 @pytest.mark.parametrize("sc", _params(REJECTIONS))
 def test_rejected_connections_raise_typed_errors_that_leak_nothing(
-    sc: Scenario, pg: PgTarget, pg_db: DbHandle, summary: Summary
+    sc: Scenario, pg: PgTarget, pg_db: Db, summary: Summary
 ) -> None:
     """Wrong passwords, unknown user/host/database, TLS and port problems leak nothing."""
     if sc.password_auth and not pg.password_auth_enforced:
@@ -863,7 +847,7 @@ REFUSED_INPUT = [
 
 @pytest.mark.parametrize("sc", _params(REFUSED_INPUT))
 def test_refused_input_raises_validation_errors_that_leak_nothing(
-    sc: Scenario, db: DbHandle, summary: Summary
+    sc: Scenario, db: Db, summary: Summary
 ) -> None:
     """Over-long fields, NUL, lone surrogates and wrong types are refused without echoing input."""
     before = db.scalar("SELECT count(*) FROM tasks")
@@ -872,7 +856,7 @@ def test_refused_input_raises_validation_errors_that_leak_nothing(
     assert db.scalar("SELECT count(*) FROM tasks") == before + seeded
 
 
-def _db_ctx(db: DbHandle) -> Ctx:
+def _db_ctx(db: Db) -> Ctx:
     return Ctx(kind="sqlite" if db.kind == "sqlite" else "postgres", url=db.url, db=db)
 
 
@@ -1024,7 +1008,7 @@ SERVER_REJECTIONS = [
 
 @pytest.mark.parametrize("sc", _params(SERVER_REJECTIONS))
 def test_server_rejections_raise_typed_errors_that_leak_nothing(
-    sc: Scenario, db: DbHandle, summary: Summary
+    sc: Scenario, db: Db, summary: Summary
 ) -> None:
     """Statements the database refuses (missing table, too long, NULL, duplicate key) leak nothing;
     a unit of work they fail in is rolled back whole."""
@@ -1048,7 +1032,7 @@ _RANDOM_ALLOWED = (DatabaseUnavailableError, CommitOutcomeUnknownError, Transien
 @pytest.mark.postgres
 @pytest.mark.parametrize("protection", [True, False], ids=["commit-protection", "unprotected"])
 def test_seeded_random_faults_raise_only_typed_errors_that_leak_nothing(
-    protection: bool, pg: PgTarget, pg_db: DbHandle, proxy: FlakyProxy, summary: Summary
+    protection: bool, pg: PgTarget, pg_db: Db, proxy: FlakyProxy, summary: Summary
 ) -> None:
     """Under seeded random faults at every phase, each failed call raises a typed error that
     leaks nothing, and no log record of the whole run shows a secret, SQL or task data."""
@@ -1118,7 +1102,7 @@ def _random_operation(ctx: Ctx, op: str, known: list[int], rng: random.Random) -
 
 
 @pytest.mark.postgres
-def test_the_scanner_finds_what_a_raw_driver_error_shows(pg: PgTarget, pg_db: DbHandle) -> None:
+def test_the_scanner_finds_what_a_raw_driver_error_shows(pg: PgTarget, pg_db: Db) -> None:
     """Positive control: an untranslated error and planted leaks are all found, at their paths."""
     ctx = Ctx(kind="postgres", url=pg.url, db=pg_db, pg=pg)
     ctx.configure()

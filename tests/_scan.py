@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -24,7 +24,6 @@ import taskcore
 
 __all__ = [
     "SQL_MARKERS",
-    "DbHandle",
     "Hit",
     "Needle",
     "Summary",
@@ -41,18 +40,6 @@ __all__ = [
 ]
 
 _EXCERPT = 60  # characters shown on each side of a hit
-
-
-class DbHandle(Protocol):
-    """The part of conftest's `db` fixture handles these tests use (typed for mypy)."""
-
-    kind: str
-    url: str
-    placeholder: str
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
-
-    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +149,7 @@ def foreign_links(exc: BaseException) -> list[str]:
     ]
 
 
-def _safe(render: Any, value: Any) -> str:
+def _safe(render: Callable[[Any], object], value: object) -> str:
     try:
         return str(render(value))
     except Exception as error:  # noqa: BLE001 - a failing __repr__ must not hide the others
@@ -289,7 +276,7 @@ class Summary:
         """One line: the title and every counter."""
         return f"{self.title}: " + ", ".join(f"{k}={v}" for k, v in self.counts.items())
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         """pytest hook: print the counters (and notes) after the run."""
         if self.counts:
             terminalreporter.write_line(self.line())

@@ -1,7 +1,7 @@
 """Helpers for the fleet tests: run workers in real processes, and the workers themselves.
 
 Workers live at module level so that every start method can run them ('fork' copies them,
-'spawn' and ProcessPoolExecutor import this module by name; pytest puts tests/fleet on
+'spawn' and ProcessPoolExecutor import this module by name; pytest puts tests/ (this folder) on
 sys.path and a spawned child inherits it). A worker takes its index first, reports a
 picklable payload, and reports what it saw (backend pids, acknowledged operations, typed
 errors, retries); the test checks the database itself through an independent connection.
@@ -39,9 +39,7 @@ BARRIER_TIMEOUT_S = 30.0
 
 #: Serializable units under contention: many quick, jittered attempts (waits are real in the
 #: children of tests marked real_waits).
-CONTENTION_POLICY = RetryPolicy(
-    attempts=200, wait_initial=0.002, wait_max=0.05, wait_jitter=0.02
-)
+CONTENTION_POLICY = RetryPolicy(attempts=200, wait_initial=0.002, wait_max=0.05, wait_jitter=0.02)
 
 
 # ---------------------------------------------------------------------------- running a fleet
