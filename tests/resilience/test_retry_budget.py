@@ -1,99 +1,142 @@
-"""A fleet against a database that refuses connections: bounded attempts, quick recovery."""
+"""A fleet against a database that refuses connections: exactly bounded attempts, exact recovery.
+
+A real PostgreSQL sits behind FlakyProxy, which refuses every new connection during the
+outage. WORKERS handles stand for the processes of a fleet (each has its own retry budget,
+as each process does) and each calls ``get_tasks`` once per TICK of fake time. The budgets run
+on tests/_clock.py's FakeClock with a fixed jitter and retry waits are off, so the connection
+attempts (counted from the handles' GaveUp events, cross-checked against the proxy's refusals)
+and the moment each handle recovers are exact numbers, not rates measured on the wall clock.
+"""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from multiprocessing.queues import Queue
 
 import pytest
 
 import taskcore
-from _db import PostgresDb
+from _clock import FakeClock
 from _pgserver import PgTarget
+from taskcore import events
 from taskcore.testing import FlakyProxy
 
-pytestmark = [pytest.mark.postgres, pytest.mark.real_waits, pytest.mark.slow]
+pytestmark = pytest.mark.postgres
 
 WORKERS = 8
-OUTAGE = 10.0  # seconds the database refuses connections
-STEADY_FROM = 4.0  # by then every process has spent its floor of retries
+TICK = 1 / 8  # fake seconds between two calls of one worker (a power of two: sums are exact)
+OUTAGE_TICKS = 80  # 10 s of refused connections
+ATTEMPTS = 3  # per call: the first try and two retries
+FLOOR, WINDOW, RATIO = 1.0, 10.0, 0.2  # floor * window = 10 retries with no recent success
 PROBE_INTERVAL = 1.0
+JITTER = 0.5  # every probe comes (0.5 + 0.5 * JITTER) x PROBE_INTERVAL = 0.75 s after the last
+DEADLINE_S = 10.0  # upper bound for waiting on the proxy's counters
 
-Report = tuple[int, int, float | None]  # calls, failures, first success after a failure
+# One worker's outage, derived from the numbers above. Calls 1-5 each make 3 attempts and
+# spend 2 retries (10 in all: the floor); call 6 (t = 0.625) makes 1 attempt, is refused a
+# retry and closes the budget. From then on only probes try, one attempt each, at
+# 0.625 + 0.75 k: 12 of them before t = 10. Every other call fails fast without trying.
+ATTEMPTS_WITH_BUDGET = 5 * ATTEMPTS + 1 + 12  # 28 of 80 calls' worth
+FIRST_SUCCESS_AT = 0.625 + 0.75 * 13  # the first probe after the database is back: t = 10.375
 
 
-def _worker(url: str, budget: bool, stop_at: float, results: Queue[Report]) -> None:
-    """Call get_tasks in a loop until stop_at; report the first success after a failure."""
-    taskcore.configure(
-        database_url=url,
-        retry_attempts=3,
-        deadline=2.0,
-        retry_budget=budget,
-        retry_probe_interval=PROBE_INTERVAL,
-    )
-    calls = failures = 0
-    first_success = None
-    while time.time() < stop_at:
-        calls += 1
+def _fleet(pg: PgTarget, proxy: FlakyProxy, clock: FakeClock, *, budget: bool) -> list[Worker]:
+    """WORKERS handles through the proxy; their budgets (when on) on ``clock``."""
+    workers = []
+    for _ in range(WORKERS):
+        db = taskcore.Database(
+            proxy.url(pg.url),
+            retry_attempts=ATTEMPTS,
+            retry_budget=budget,
+            retry_budget_floor=FLOOR,
+            retry_budget_window=WINDOW,
+            retry_budget_ratio=RATIO,
+            retry_probe_interval=PROBE_INTERVAL,
+        )
+        if db.budget is not None:
+            db.budget.clock = clock
+            db.budget.jitter = lambda: JITTER
+        workers.append(Worker(db))
+    return workers
+
+
+class Worker:
+    """One handle of the fleet and what its calls did."""
+
+    def __init__(self, db: taskcore.Database) -> None:
+        """Count the attempts of every call that gave up, from the handle's own events."""
+        self.db = db
+        self.attempts = 0
+        self.failed_fast = 0
+        self.successes: list[float] = []
+        db.subscribe(self._seen)
+
+    def _seen(self, event: events.Event) -> None:
+        if isinstance(event, events.GaveUp):
+            self.attempts += event.attempts
+            self.failed_fast += event.attempts == 0
+
+    def call(self, now: float) -> None:
+        """One call at fake time ``now``; an unavailable database is expected during the outage."""
         try:
-            taskcore.get_tasks(user_id="nobody")
+            self.db.get_tasks(user_id="nobody")
         except taskcore.DatabaseUnavailableError:
-            failures += 1
-            continue
-        if first_success is None:
-            first_success = time.time()
-    results.put((calls, failures, first_success))
+            return
+        self.successes.append(now)
 
 
-def _run_fleet(pg: PgTarget, budget: bool) -> tuple[float, list[float]]:
-    """Run the fleet through an outage; return attempts/s during it and recovery delays."""
-    ctx = multiprocessing.get_context("fork")
-    results: Queue[Report] = ctx.Queue()
-    with FlakyProxy(pg.host, pg.port) as proxy:
-        proxy.refuse_connections()
-        stop_at = time.time() + OUTAGE + 3.0
-        workers = [
-            ctx.Process(target=_worker, args=(proxy.url(pg.url), budget, stop_at, results))
-            for _ in range(WORKERS)
-        ]
-        for w in workers:
-            w.start()
-        started = time.time()
-        while time.time() < started + STEADY_FROM:  # the outage: the workers hammer away
-            time.sleep(0.05)
-        refused_early = proxy.stats.faults
-        while time.time() < started + OUTAGE:
-            time.sleep(0.05)
-        refused = proxy.stats.faults - refused_early
-        proxy.accept_connections()
-        back = time.time()
-        reports = [results.get(timeout=30) for _ in workers]
-        for w in workers:
-            w.join(timeout=30)
-    rate = refused / (OUTAGE - STEADY_FROM)
-    recoveries = [first - back for _, _, first in reports if first is not None]
-    assert len(recoveries) == WORKERS, "every worker recovered on its own"
-    return rate, recoveries
+def _run(workers: list[Worker], clock: FakeClock, ticks: int) -> None:
+    """Every worker calls once per tick, for ``ticks`` ticks of fake time."""
+    for _ in range(ticks):
+        for worker in workers:
+            worker.call(clock.now)
+        clock.advance(TICK)
 
 
-def test_budget_bounds_connection_attempts_and_fleet_recovers(
-    pg: PgTarget, pg_db: PostgresDb
+def _wait_for_refusals(proxy: FlakyProxy, expected: int) -> int:
+    """The proxy's refusal count once it reaches ``expected`` (its thread counts after the RST)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while proxy.stats.faults < expected and time.monotonic() < deadline:
+        time.sleep(0.005)  # poll interval only; the loop waits on the count above
+    return proxy.stats.faults
+
+
+def test_budget_bounds_each_workers_attempts_in_an_outage_and_the_next_probe_recovers(
+    pg: PgTarget, proxy: FlakyProxy
 ) -> None:
-    """8 workers: with the budget, attempts/s during an outage stay bounded; all recover fast.
+    """With the budget, each worker makes exactly 28 connection attempts in a 10 s outage (not
+    240) and every worker's first call after the outage ends succeeds at its next probe."""
+    clock = FakeClock()
+    workers = _fleet(pg, proxy, clock, budget=True)
+    try:
+        proxy.refuse_connections()
+        _run(workers, clock, OUTAGE_TICKS)
+        assert [w.attempts for w in workers] == [ATTEMPTS_WITH_BUDGET] * WORKERS
+        assert [w.failed_fast for w in workers] == [OUTAGE_TICKS - 6 - 12] * WORKERS
+        assert _wait_for_refusals(proxy, WORKERS * ATTEMPTS_WITH_BUDGET) == (
+            WORKERS * ATTEMPTS_WITH_BUDGET
+        )
+        proxy.accept_connections()  # the database is back at t = 10
+        _run(workers, clock, 8)  # one more second
+        assert [w.successes[0] for w in workers] == [FIRST_SUCCESS_AT] * WORKERS
+        assert FIRST_SUCCESS_AT - OUTAGE_TICKS * TICK <= PROBE_INTERVAL
+        assert all(len(w.successes) == 8 - 3 for w in workers)  # every call after it succeeds
+        assert all(w.db.budget is not None and not w.db.budget.exhausted for w in workers)
+    finally:
+        for worker in workers:
+            worker.db.dispose()
 
-    Bound: once a process's budget is spent (its floor of 1 retry/s over a 10 s window,
-    used up in the first seconds) it only probes, at most once per 0.5-1 x probe_interval,
-    so in steady state 8 workers make at most 8 * 2 = 16 connection attempts/s.
-    """
-    with_budget, recoveries = _run_fleet(pg, budget=True)
-    without_budget, _ = _run_fleet(pg, budget=False)
-    print(
-        f"\nconnection attempts/s in steady state of a {OUTAGE:.0f}s outage, {WORKERS} workers: "
-        f"{with_budget:.1f} with the retry budget, {without_budget:.1f} without; "
-        f"recovery after the database returned: max {max(recoveries):.2f}s"
-    )
-    assert with_budget <= WORKERS * 2
-    assert with_budget < without_budget  # sanity: the budget is what bounds it
-    # Each worker's next probe comes within one probe interval of the database returning.
-    assert max(recoveries) <= PROBE_INTERVAL + 0.5
+
+def test_without_the_budget_every_call_makes_every_attempt(pg: PgTarget, proxy: FlakyProxy) -> None:
+    """With the budget off, each call of the outage makes all its attempts: 240 per worker."""
+    clock = FakeClock()
+    workers = _fleet(pg, proxy, clock, budget=False)
+    try:
+        proxy.refuse_connections()
+        _run(workers, clock, OUTAGE_TICKS)
+        assert [w.attempts for w in workers] == [OUTAGE_TICKS * ATTEMPTS] * WORKERS
+        assert [w.failed_fast for w in workers] == [0] * WORKERS
+        expected = WORKERS * OUTAGE_TICKS * ATTEMPTS
+        assert _wait_for_refusals(proxy, expected) == expected
+    finally:
+        for worker in workers:
+            worker.db.dispose()
