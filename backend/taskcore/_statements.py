@@ -39,6 +39,7 @@ __all__ = [
     "insert_many",
     "insert_task",
     "key_recorded",
+    "purge_keys",
     "select_applied",
     "select_by_key",
     "select_list",
@@ -168,6 +169,21 @@ def _keyed(statement: Any, scoped: bool, purge: bool) -> Any:
 
 
 def _purge_batch() -> Any:
+    """The bounded purge as a CTE of a keyed write (no extra round trip)."""
+    return _purge_delete(server_time=True).cte("purge")
+
+
+@functools.cache
+def purge_keys(dialect: str) -> Any:
+    """The same bounded purge as a statement of its own (claims; SQLite has no DML in CTEs).
+
+    SQLite stores UTC text and has no interval arithmetic: it binds ``call_cutoff`` and
+    ``key_cutoff`` (computed by the caller from the retentions) instead of using server time.
+    """
+    return _purge_delete(server_time=dialect == "postgresql")
+
+
+def _purge_delete(*, server_time: bool) -> Any:
     """DELETE at most PURGE_BATCH expired keys, oldest first (served by the created_at index).
 
     Keys the library generates per call (UUIDv4) are only needed while that call retries, so
@@ -175,13 +191,16 @@ def _purge_batch() -> Any:
     ids) are kept for OPERATION_KEY_RETENTION, to match redeliveries.
     """
     ops = task_operations.c
-    now = utcnow()
+    if server_time:
+        call_cutoff: Any = utcnow() - CALL_KEY_RETENTION
+        key_cutoff: Any = utcnow() - OPERATION_KEY_RETENTION
+    else:
+        call_cutoff = bindparam("call_cutoff", type_=ops.created_at.type)
+        key_cutoff = bindparam("key_cutoff", type_=ops.created_at.type)
     generated = ops.key.like("________-____-4%")
-    expired = (generated & (ops.created_at < now - CALL_KEY_RETENTION)) | (
-        ops.created_at < now - OPERATION_KEY_RETENTION
-    )
+    expired = (generated & (ops.created_at < call_cutoff)) | (ops.created_at < key_cutoff)
     batch = select(ops.key).where(expired).order_by(ops.created_at).limit(PURGE_BATCH)
-    return delete(task_operations).where(ops.key.in_(batch.scalar_subquery())).cte("purge")
+    return delete(task_operations).where(ops.key.in_(batch.scalar_subquery()))
 
 
 @functools.cache

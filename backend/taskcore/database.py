@@ -13,9 +13,10 @@ from taskcore._oneshot import run_oneshot
 from taskcore._pool import PoolStats
 from taskcore.config import load_settings, settings_for
 from taskcore.diagnostics import ConnectionReport, check_connection
+from taskcore.errors import NotFoundError
 from taskcore.events import Event
 from taskcore.models import Task, TaskCreate, TaskUpdate
-from taskcore.repository import caller_key
+from taskcore.repository import TaskRepository, caller_key
 from taskcore.retry import RetryPolicy
 from taskcore.unit_of_work import Isolation, UnitOfWork
 
@@ -172,12 +173,12 @@ class Database(HandleCore):
         deadline: float | None = None,
     ) -> Task:
         """Apply a partial update; NotFoundError if there is no such task; one round trip."""
-        return run_oneshot(
-            self,
+        return self._keyed(
             "update_task",
             lambda tasks: tasks.update(task_id, data, user_id=user_id),
-            operation_key=_key(operation_key),
-            deadline=deadline,
+            lambda tasks: _existing(tasks, task_id, user_id),
+            operation_key,
+            deadline,
         )
 
     def delete_task(
@@ -189,12 +190,12 @@ class Database(HandleCore):
         deadline: float | None = None,
     ) -> bool:
         """Delete the task; True if it was deleted, False if there was none; one round trip."""
-        return run_oneshot(
-            self,
+        return self._keyed(
             "delete_task",
             lambda tasks: tasks.delete(task_id, user_id=user_id),
-            operation_key=_key(operation_key),
-            deadline=deadline,
+            lambda tasks: True,
+            operation_key,
+            deadline,
         )
 
     def toggle_complete(
@@ -206,11 +207,33 @@ class Database(HandleCore):
         deadline: float | None = None,
     ) -> Task:
         """Flip the task's completed flag; NotFoundError if there is none; one round trip."""
-        return run_oneshot(
-            self,
+        return self._keyed(
             "toggle_complete",
             lambda tasks: tasks.toggle_complete(task_id, user_id=user_id),
-            operation_key=_key(operation_key),
+            lambda tasks: _existing(tasks, task_id, user_id),
+            operation_key,
+            deadline,
+        )
+
+    def _keyed(
+        self,
+        operation: str,
+        write: Callable[[TaskRepository], T],
+        replay: Callable[[TaskRepository], T],
+        operation_key: str | None,
+        deadline: float | None,
+    ) -> T:
+        """A one-shot write under its operation key (PostgreSQL: in the statement itself).
+
+        SQLite has no data-modifying CTEs: there a caller's key is claimed in the write's own
+        transaction, and a repeated key returns ``replay`` (the task as it is now) instead.
+        """
+        if operation_key is None or self.dialect.name == "postgresql":
+            key = _key(operation_key)
+            return run_oneshot(self, operation, write, operation_key=key, deadline=deadline)
+        return self._run(
+            operation,
+            lambda uow: write(uow.tasks) if uow.claim(operation_key) else replay(uow.tasks),
             deadline=deadline,
         )
 
@@ -265,6 +288,14 @@ class Database(HandleCore):
         mode are not applied (the outer transaction's are).
         """
         return isolated(self)
+
+
+def _existing(tasks: TaskRepository, task_id: int, user_id: str | None) -> Task:
+    """The task as it is now (after an earlier delivery applied the write), or NotFoundError."""
+    task = tasks.get(task_id, user_id=user_id)
+    if task is None:
+        raise NotFoundError(task_id)
+    return task
 
 
 def _key(operation_key: str | None) -> str:

@@ -7,6 +7,7 @@ import functools
 import random
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy.orm import configure_mappers
@@ -248,7 +249,17 @@ class TaskRepository:
         """Record ``key`` (any length: stored as its UUIDv5) in this transaction; False if a
         committed transaction already recorded it."""
         params = {"op_key": caller_key(key, field="key")}
-        rows = self._runner.fetch(sql.claim_key(self._runner.dialect_name), params, writes=True)
+        dialect = self._runner.dialect_name
+        rows = self._runner.fetch(sql.claim_key(dialect), params, writes=True)
+        if _purge(params["op_key"]):  # claims purge too: a claims-only workload stays bounded
+            now = datetime.now(UTC)
+            cutoffs = {
+                "call_cutoff": now - sql.CALL_KEY_RETENTION,
+                "key_cutoff": now - sql.OPERATION_KEY_RETENTION,
+            }
+            self._runner.fetch(
+                sql.purge_keys(dialect), cutoffs if dialect == "sqlite" else {}, writes=True
+            )
         return bool(rows)
 
     def _key(self, params: dict[str, Any]) -> str | None:

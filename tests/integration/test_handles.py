@@ -91,13 +91,19 @@ def test_run_statement_handles_statements_without_rows(db: Any) -> None:
     assert db.scalar("SELECT count(*) FROM task_operations") == 0
 
 
-def test_caller_operation_keys_make_redelivered_writes_apply_once(pg_db: Any) -> None:
-    """The same caller key on two toggle calls flips the task once (a redelivered job)."""
+def test_caller_operation_keys_make_redelivered_writes_apply_once(db: Any) -> None:
+    """The same caller key on two toggle (or delete) calls applies once (a redelivered job)."""
     task = taskcore.create_task(TaskCreate(title="t"), "u")
-    taskcore.toggle_complete(task.id, "u", operation_key="job-1")
-    again = taskcore.toggle_complete(task.id, "u", operation_key="job-1")
+    key = f"job-{uuid.uuid4()}"
+    taskcore.toggle_complete(task.id, "u", operation_key=key)
+    again = taskcore.toggle_complete(task.id, "u", operation_key=key)
     assert again.completed is True
-    assert pg_db.scalar("SELECT completed FROM tasks WHERE id = %s", (task.id,)) is True
+    sql = f"SELECT completed FROM tasks WHERE id = {db.placeholder}"
+    assert bool(db.scalar(sql, (task.id,))) is True
+    assert taskcore.delete_task(task.id, "u", operation_key=key + "-d") is True
+    assert taskcore.delete_task(task.id, "u", operation_key=key + "-d") is True
+    assert taskcore.delete_task(task.id, "u", operation_key=key + "-other") is False
+    assert db.scalar("SELECT count(*) FROM tasks") == 0
 
 
 def test_explicit_handle_reads_no_environment_or_env_file(
@@ -151,3 +157,34 @@ def test_nothing_reaches_stderr_when_logging_is_unconfigured(tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_purge_removes_expired_keys_in_a_bounded_batch(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge (forced here on every claim) deletes generated keys older than 10 minutes and
+    caller keys older than a day, and keeps younger ones."""
+    from taskcore import repository
+
+    monkeypatch.setattr(repository, "_PURGE_ONE_IN", 1)
+    old_call, young_call = str(uuid.uuid4()), str(uuid.uuid4())
+    old_caller, young_caller = str(uuid.uuid5(uuid.uuid4(), "a")), str(uuid.uuid5(uuid.uuid4(), "b"))
+    ages = {old_call: 3600, young_call: 60, old_caller: 2 * 86400, young_caller: 7200}
+    for key, seconds in ages.items():
+        if db.kind == "sqlite":
+            db.query(
+                "INSERT INTO task_operations (key, created_at) "
+                "VALUES (?, strftime('%Y-%m-%d %H:%M:%f', 'now', ?))",
+                (key, f"-{seconds} seconds"),
+            )
+        else:
+            db.query(
+                "INSERT INTO task_operations (key, created_at) "
+                "VALUES (%s, now() - make_interval(secs => %s))",
+                (key, seconds),
+            )
+    with UnitOfWork() as uow:
+        uow.claim(f"purger-{uuid.uuid4()}")
+    left = {row[0] for row in db.query("SELECT key FROM task_operations")}
+    assert old_call not in left and old_caller not in left
+    assert {young_call, young_caller} <= left
