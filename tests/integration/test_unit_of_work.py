@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -142,9 +143,12 @@ def test_swallowed_database_error_is_raised_at_exit(pg_db: PostgresDb) -> None:
 
 @pytest.mark.postgres
 def test_failed_rollback_never_hides_the_original_error(
-    pg_db: PostgresDb, caplog: pytest.LogCaptureFixture
+    pg_db: PostgresDb,
+    caplog: pytest.LogCaptureFixture,
+    taskcore_events: Callable[[str], list[logging.LogRecord]],
 ) -> None:
-    """When the connection dies mid-unit, the caller's exception still comes out unchanged."""
+    """When the connection dies mid-unit, the rollback's failure is logged once ("error ignored
+    in rollback", class name only) and the caller's exception still comes out unchanged."""
     boom = LookupError("original")
     with (
         caplog.at_level(logging.WARNING, "taskcore"),
@@ -155,7 +159,19 @@ def test_failed_rollback_never_hides_the_original_error(
         pg_db.terminate_app_backends()
         raise boom
     assert info.value is boom
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    (failed,) = taskcore_events("rollback_failed")
+    assert failed.levelno == logging.WARNING
+    assert failed.getMessage().startswith("error ignored in rollback (")
+    error_class = vars(failed)["error"]
+    assert issubclass(getattr(taskcore, error_class), taskcore.TaskcoreError)
+    assert error_class in failed.getMessage()
+    assert uow.status is Status.ROLLED_BACK
     assert pg_db.scalar("SELECT count(*) FROM tasks") == 0
+    # The dead connection was not given back for reuse: the next unit works.
+    with UnitOfWork() as again:
+        again.tasks.create(TaskCreate(title="after"), user_id="u")
+    assert pg_db.query("SELECT title FROM tasks") == [("after",)]
 
 
 def test_run_gives_each_attempt_a_fresh_unit_and_returns_the_result(db: Db) -> None:
