@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,13 +13,13 @@ from taskcore import events
 from taskcore._deadline import Deadline
 from taskcore._link import Link
 from taskcore._translate import Phase
-from taskcore.repository import TaskRepository
+from taskcore.repository import TaskRepository, caller_key
 from taskcore.retry import call_with_retries
 
 if TYPE_CHECKING:
     from taskcore.database import Database
 
-__all__ = ["run_oneshot"]
+__all__ = ["run_keyed", "run_oneshot"]
 
 T = TypeVar("T")
 
@@ -100,4 +101,27 @@ def run_oneshot(
         clock,
         budget=database.budget,
         hub=database.events,
+    )
+
+
+def run_keyed(
+    database: Database,
+    operation: str,
+    write: Callable[[TaskRepository], T],
+    replay: Callable[[TaskRepository], T],
+    operation_key: str | None,
+    deadline: float | None,
+) -> T:
+    """A one-shot write under its operation key (PostgreSQL: in the statement itself).
+
+    SQLite has no data-modifying CTEs: there a caller's key is claimed in the write's own
+    transaction, and a repeated key returns ``replay`` (the task as it is now) instead.
+    """
+    if operation_key is None or database.dialect.name == "postgresql":
+        key = str(uuid.uuid4()) if operation_key is None else caller_key(operation_key)
+        return run_oneshot(database, operation, write, operation_key=key, deadline=deadline)
+    return database._run(
+        operation,
+        lambda uow: write(uow.tasks) if uow.claim(operation_key) else replay(uow.tasks),
+        deadline=deadline,
     )

@@ -9,14 +9,14 @@ from typing import Any, Self, TypeVar
 
 from taskcore._handle import HandleCore
 from taskcore._isolation import isolated
-from taskcore._oneshot import run_oneshot
+from taskcore._oneshot import run_keyed, run_oneshot
 from taskcore._pool import PoolStats
 from taskcore.config import load_settings, settings_for
 from taskcore.diagnostics import ConnectionReport, check_connection
 from taskcore.errors import NotFoundError
 from taskcore.events import Event
 from taskcore.models import Task, TaskCreate, TaskUpdate
-from taskcore.repository import TaskRepository, caller_key
+from taskcore.repository import TaskRepository
 from taskcore.retry import RetryPolicy
 from taskcore.unit_of_work import Isolation, UnitOfWork
 
@@ -173,7 +173,8 @@ class Database(HandleCore):
         deadline: float | None = None,
     ) -> Task:
         """Apply a partial update; NotFoundError if there is no such task; one round trip."""
-        return self._keyed(
+        return run_keyed(
+            self,
             "update_task",
             lambda tasks: tasks.update(task_id, data, user_id=user_id),
             lambda tasks: _existing(tasks, task_id, user_id),
@@ -190,7 +191,8 @@ class Database(HandleCore):
         deadline: float | None = None,
     ) -> bool:
         """Delete the task; True if it was deleted, False if there was none; one round trip."""
-        return self._keyed(
+        return run_keyed(
+            self,
             "delete_task",
             lambda tasks: tasks.delete(task_id, user_id=user_id),
             lambda tasks: True,
@@ -207,34 +209,13 @@ class Database(HandleCore):
         deadline: float | None = None,
     ) -> Task:
         """Flip the task's completed flag; NotFoundError if there is none; one round trip."""
-        return self._keyed(
+        return run_keyed(
+            self,
             "toggle_complete",
             lambda tasks: tasks.toggle_complete(task_id, user_id=user_id),
             lambda tasks: _existing(tasks, task_id, user_id),
             operation_key,
             deadline,
-        )
-
-    def _keyed(
-        self,
-        operation: str,
-        write: Callable[[TaskRepository], T],
-        replay: Callable[[TaskRepository], T],
-        operation_key: str | None,
-        deadline: float | None,
-    ) -> T:
-        """A one-shot write under its operation key (PostgreSQL: in the statement itself).
-
-        SQLite has no data-modifying CTEs: there a caller's key is claimed in the write's own
-        transaction, and a repeated key returns ``replay`` (the task as it is now) instead.
-        """
-        if operation_key is None or self.dialect.name == "postgresql":
-            key = _key(operation_key)
-            return run_oneshot(self, operation, write, operation_key=key, deadline=deadline)
-        return self._run(
-            operation,
-            lambda uow: write(uow.tasks) if uow.claim(operation_key) else replay(uow.tasks),
-            deadline=deadline,
         )
 
     def create_many(
@@ -296,8 +277,3 @@ def _existing(tasks: TaskRepository, task_id: int, user_id: str | None) -> Task:
     if task is None:
         raise NotFoundError(task_id)
     return task
-
-
-def _key(operation_key: str | None) -> str:
-    """A fresh key for this call (UUIDv4), or the stored form of the caller's."""
-    return str(uuid.uuid4()) if operation_key is None else caller_key(operation_key)
