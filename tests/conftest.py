@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -42,6 +42,8 @@ if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") or not any(
 ):
     # Not loaded through its entry point (autoload off, or an install that predates it).
     pytest_plugins = ["taskcore.testing.pytest_plugin"]
+
+D = TypeVar("D", bound=Db)
 
 _PG_USED: list[PgTarget] = []  # filled when the session fixture starts, for the summary line
 _PGBOUNCER_USED: list[PgBouncer] = []
@@ -98,17 +100,19 @@ def _no_retry_waits(request: pytest.FixtureRequest) -> Iterator[None]:
     taskcore.dispose()
 
 
-def _open_db(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    """Point taskcore at a fresh database of `kind`, yield its handle, then clean up."""
-    handle: Db
+def _new_handle(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+    """A handle on a database of `kind`; servers are looked up lazily, so SQLite-only runs never
+    start one and runs without PgBouncer never start it (and skip when it is missing)."""
     if kind == "sqlite":
-        handle = SqliteDb(tmp_path / "tasks.db")
-    elif kind == "pgbouncer":
-        # Looked up lazily so runs without it never start it (and skip when it is missing).
-        handle = PgBouncerDb(request.getfixturevalue("pg"), request.getfixturevalue("pgbouncer"))
-    else:
-        # Looked up lazily so SQLite-only runs never start a server.
-        handle = PostgresDb(request.getfixturevalue("pg"))
+        return SqliteDb(tmp_path / "tasks.db")
+    pg: PgTarget = request.getfixturevalue("pg")
+    if kind == "pgbouncer":
+        return PgBouncerDb(pg, request.getfixturevalue("pgbouncer"))
+    return PostgresDb(pg)
+
+
+def _open_db(handle: D) -> Iterator[D]:
+    """Point taskcore at `handle`'s fresh database, yield the handle, then clean up."""
     handle.configure()
     taskcore.init_db()
     try:
@@ -129,23 +133,19 @@ def _open_db(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Itera
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     """The test runs three times: on a SQLite file, on the PostgreSQL test database, and on it
     through PgBouncer in transaction pool mode (skipped, saying why, without the binary)."""
-    yield from _open_db(request.param, request, tmp_path)
+    yield from _open_db(_new_handle(request.param, request, tmp_path))
 
 
 @pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres, id="postgres")])
-def pg_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PostgresDb]:
+def pg_db(pg: PgTarget) -> Iterator[PostgresDb]:
     """PostgreSQL only, for tests of server behaviour."""
-    for handle in _open_db("postgres", request, tmp_path):
-        assert isinstance(handle, PostgresDb)
-        yield handle
+    yield from _open_db(PostgresDb(pg))
 
 
 @pytest.fixture(params=[pytest.param("pgbouncer", marks=pytest.mark.postgres, id="pgbouncer")])
-def pgbouncer_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PgBouncerDb]:
+def pgbouncer_db(pg: PgTarget, pgbouncer: PgBouncer) -> Iterator[PgBouncerDb]:
     """PostgreSQL through PgBouncer in transaction pool mode only."""
-    for handle in _open_db("pgbouncer", request, tmp_path):
-        assert isinstance(handle, PgBouncerDb)
-        yield handle
+    yield from _open_db(PgBouncerDb(pg, pgbouncer))
 
 
 @pytest.fixture(
@@ -154,19 +154,18 @@ def pgbouncer_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PgB
         pytest.param("pgbouncer", marks=pytest.mark.postgres, id="pgbouncer"),
     ]
 )
-def server_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PostgresDb]:
+def server_db(request: pytest.FixtureRequest, pg: PgTarget) -> Iterator[PostgresDb]:
     """PostgreSQL twice: directly, and through PgBouncer in transaction pool mode (no SQLite)."""
-    for handle in _open_db(request.param, request, tmp_path):
-        assert isinstance(handle, PostgresDb)
-        yield handle
+    if request.param == "pgbouncer":
+        yield from _open_db(PgBouncerDb(pg, request.getfixturevalue("pgbouncer")))
+    else:
+        yield from _open_db(PostgresDb(pg))
 
 
 @pytest.fixture(params=[pytest.param("sqlite", marks=pytest.mark.sqlite, id="sqlite")])
-def sqlite_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteDb]:
+def sqlite_db(tmp_path: Path) -> Iterator[SqliteDb]:
     """SQLite only."""
-    for handle in _open_db("sqlite", request, tmp_path):
-        assert isinstance(handle, SqliteDb)
-        yield handle
+    yield from _open_db(SqliteDb(tmp_path / "tasks.db"))
 
 
 @pytest.fixture

@@ -146,6 +146,23 @@ class FakeServer:
             raise self.error
 
 
+@contextlib.contextmanager
+def through_proxy(
+    serve: Callable[[socket.socket], None],
+) -> Iterator[tuple[FlakyProxy, socket.socket]]:
+    """A FakeServer running ``serve``, a FlakyProxy in front of it and a client socket through
+    the proxy; afterwards the server's thread is joined and anything it raised re-raised."""
+    server = FakeServer(serve)
+    try:
+        with (
+            FlakyProxy("127.0.0.1", server.port) as proxy,
+            socket.create_connection((proxy.host, proxy.port), timeout=DEADLINE_S) as sock,
+        ):
+            yield proxy, sock
+    finally:
+        server.close()
+
+
 def fake_startup(conn: socket.socket) -> None:
     """Answer an optional SSLRequest with 'N', then authenticate at once, byte by byte."""
     head = recv_exact(conn, 8)
@@ -234,31 +251,24 @@ def test_split_and_coalesced_messages_are_framed_exactly() -> None:
             elif kind == b"X":
                 return
 
-    server = FakeServer(serve)
-    try:
-        with (
-            FlakyProxy("127.0.0.1", server.port) as proxy,
-            socket.create_connection((proxy.host, proxy.port), timeout=DEADLINE_S) as sock,
-        ):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client_startup(sock)
-            assert proxy.stats.statements == 0
-            batch = msg(b"Q", b"SELECT 1\0") + msg(b"Q", b"  commit;\0") + msg(b"Q", b"END\0")
-            sock.sendall(batch)
-            for _ in range(3):
-                while recv_msg(sock)[0] != b"Z":
-                    pass
-            send_bytewise(sock, msg(b"Q", b"select 'COMMIT'\0"))
+    with through_proxy(serve) as (proxy, sock):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client_startup(sock)
+        assert proxy.stats.statements == 0
+        batch = msg(b"Q", b"SELECT 1\0") + msg(b"Q", b"  commit;\0") + msg(b"Q", b"END\0")
+        sock.sendall(batch)
+        for _ in range(3):
             while recv_msg(sock)[0] != b"Z":
                 pass
-            extended = msg(b"P", b"\0SELECT 1\0\0\0") + msg(b"B", b"\0\0" + b"\0" * 6)
-            sock.sendall(extended + msg(b"E", b"\0\0\0\0\0") + msg(b"S"))
-            assert recv_msg(sock)[0] == b"Z"
-            stats = proxy.stats
-            assert (stats.statements, stats.commits, stats.round_trips) == (4, 2, 5)
-            sock.sendall(msg(b"X"))
-    finally:
-        server.close()
+        send_bytewise(sock, msg(b"Q", b"select 'COMMIT'\0"))
+        while recv_msg(sock)[0] != b"Z":
+            pass
+        extended = msg(b"P", b"\0SELECT 1\0\0\0") + msg(b"B", b"\0\0" + b"\0" * 6)
+        sock.sendall(extended + msg(b"E", b"\0\0\0\0\0") + msg(b"S"))
+        assert recv_msg(sock)[0] == b"Z"
+        stats = proxy.stats
+        assert (stats.statements, stats.commits, stats.round_trips) == (4, 2, 5)
+        sock.sendall(msg(b"X"))
 
 
 def test_link_becomes_opaque_once_encryption_is_accepted() -> None:
@@ -270,24 +280,15 @@ def test_link_becomes_opaque_once_encryption_is_accepted() -> None:
         conn.sendall(b"S")
         conn.sendall(recv_exact(conn, len(payload)))
 
-    server = FakeServer(serve)
-    try:
-        with (
-            FlakyProxy("127.0.0.1", server.port) as proxy,
-            socket.create_connection((proxy.host, proxy.port), timeout=DEADLINE_S) as sock,
-        ):
-            proxy.cut_after_commit()
-            sock.sendall(SSL_REQUEST)
-            assert recv_exact(sock, 1) == b"S"
-            sock.sendall(payload)
-            assert recv_exact(sock, len(payload)) == payload
-            expected = ProxyStats(
-                connections=1, bytes_up=8 + len(payload), bytes_down=1 + len(payload)
-            )
-            # The proxy counts a chunk once send() returns, which can be after we read it.
-            wait_until(lambda: proxy.stats == expected, "the byte counters to settle")
-    finally:
-        server.close()
+    with through_proxy(serve) as (proxy, sock):
+        proxy.cut_after_commit()
+        sock.sendall(SSL_REQUEST)
+        assert recv_exact(sock, 1) == b"S"
+        sock.sendall(payload)
+        assert recv_exact(sock, len(payload)) == payload
+        expected = ProxyStats(connections=1, bytes_up=8 + len(payload), bytes_down=1 + len(payload))
+        # The proxy counts a chunk once send() returns, which can be after we read it.
+        wait_until(lambda: proxy.stats == expected, "the byte counters to settle")
 
 
 def test_unrecognised_first_bytes_are_relayed_verbatim() -> None:
@@ -297,18 +298,11 @@ def test_unrecognised_first_bytes_are_relayed_verbatim() -> None:
     def serve(conn: socket.socket) -> None:
         conn.sendall(recv_exact(conn, len(payload)))
 
-    server = FakeServer(serve)
-    try:
-        with (
-            FlakyProxy("127.0.0.1", server.port) as proxy,
-            socket.create_connection((proxy.host, proxy.port), timeout=DEADLINE_S) as sock,
-        ):
-            send_bytewise(sock, payload[:7])
-            sock.sendall(payload[7:])
-            assert recv_exact(sock, len(payload)) == payload
-            assert proxy.stats.statements == 0
-    finally:
-        server.close()
+    with through_proxy(serve) as (proxy, sock):
+        send_bytewise(sock, payload[:7])
+        sock.sendall(payload[7:])
+        assert recv_exact(sock, len(payload)) == payload
+        assert proxy.stats.statements == 0
 
 
 def test_unreachable_upstream_fails_the_client_fast() -> None:
@@ -412,28 +406,21 @@ def test_cut_mid_result_forwards_exactly_after_rows() -> None:
         conn.sendall(description + b"".join(rows) + msg(b"C", b"SELECT 5\0") + READY)
         recv_exact(conn, 1)  # until the proxy resets the link
 
-    server = FakeServer(serve)
-    try:
-        with (
-            FlakyProxy("127.0.0.1", server.port) as proxy,
-            socket.create_connection((proxy.host, proxy.port), timeout=DEADLINE_S) as sock,
-        ):
-            client_startup(sock)
-            wait_until(
-                lambda: proxy.stats.bytes_down == STARTUP_BYTES_DOWN, "the startup bytes to count"
-            )
-            proxy.cut_mid_result(after_rows=2)
-            sock.sendall(msg(b"Q", b"SELECT\0"))
-            assert proxy.wait_for_fault(DEADLINE_S)
-            relayed = proxy.stats.bytes_down - STARTUP_BYTES_DOWN
-            assert relayed == len(description) + len(rows[0]) * 2
-            received = bytearray()
-            with contextlib.suppress(ConnectionError):
-                while chunk := sock.recv(65536):
-                    received += chunk
-            assert bytes(received) in (description + rows[0] + rows[1], b"")
-    finally:
-        server.close()
+    with through_proxy(serve) as (proxy, sock):
+        client_startup(sock)
+        wait_until(
+            lambda: proxy.stats.bytes_down == STARTUP_BYTES_DOWN, "the startup bytes to count"
+        )
+        proxy.cut_mid_result(after_rows=2)
+        sock.sendall(msg(b"Q", b"SELECT\0"))
+        assert proxy.wait_for_fault(DEADLINE_S)
+        relayed = proxy.stats.bytes_down - STARTUP_BYTES_DOWN
+        assert relayed == len(description) + len(rows[0]) * 2
+        received = bytearray()
+        with contextlib.suppress(ConnectionError):
+            while chunk := sock.recv(65536):
+                received += chunk
+        assert bytes(received) in (description + rows[0] + rows[1], b"")
 
 
 # ---------------------------------------------------------------------- resets and refusals
