@@ -88,6 +88,7 @@ def test_exhausted_pool_is_typed_backpressure_within_the_deadline(pg_db: Any, ca
     with taskcore.Database(pg_db.url, pool_size=1, deadline=1) as db:
         with held(db):
             elapsed, error = timed(lambda: calls[call](db))
+            print(f"{call}: {type(error).__name__} after {elapsed:.3f}s")  # shown by -rP
             assert isinstance(error, taskcore.PoolExhaustedError), repr(error)
             assert error.retryable and error.backpressure
             assert 1.0 - 0.05 <= elapsed <= 1.0 + SLACK, f"took {elapsed:.2f}s"
