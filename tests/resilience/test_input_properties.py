@@ -213,6 +213,15 @@ def _count(summary: Summary, db: Db, what: str) -> None:
     summary.add(f"{backend} {what}")
 
 
+def _refused(
+    db: Db, summary: Summary, valid: bool, before: list[tuple[Any, ...]], operation: str
+) -> None:
+    """A refusal: the documented rules must refuse the input too, and nothing was written."""
+    assert not valid, "refused input the documented rules accept"
+    assert _snapshot(db) == before, f"a refused {operation} changed the table"
+    _count(summary, db, f"{operation} refused")
+
+
 # ------------------------------------------------------------------------------ properties
 
 
@@ -235,9 +244,7 @@ def test_create_task_stores_text_exactly_or_refuses_it_changing_nothing(
             TaskCreate(title=title, description=description), user, idempotency_key=key
         )
     except ValidationError:
-        assert not valid, "refused input the documented rules accept"
-        assert _snapshot(db) == before, "a refused create changed the table"
-        _count(summary, db, "create refused")
+        _refused(db, summary, valid, before, "create")
         return
     assert valid, "accepted input the documented rules refuse"
     if existing:  # a repeated (owner, key): the first task comes back, nothing is written
@@ -277,9 +284,7 @@ def test_update_task_stores_text_exactly_or_refuses_it_changing_nothing(
     try:
         task = taskcore.update_task(base.id, TaskUpdate(**fields), user_id=user)
     except ValidationError:
-        assert not valid, "refused input the documented rules accept"
-        assert _snapshot(db) == before, "a refused update changed the table"
-        _count(summary, db, "update refused")
+        _refused(db, summary, valid, before, "update")
         return
     assert valid, "accepted input the documented rules refuse"
     expected = (fields.get("title", "base"), fields.get("description", "before"), owner)
@@ -317,9 +322,7 @@ def test_a_unit_of_work_with_a_refused_create_leaves_nothing_behind(
                 uow.tasks.create(TaskCreate(title=t, description=d), user_id=user) for t, d in items
             ]
     except ValidationError:
-        assert not valid, "refused input the documented rules accept"
-        assert _snapshot(db) == before, "a refused unit of work left rows behind"
-        _count(summary, db, "unit refused")
+        _refused(db, summary, valid, before, "unit")
         return
     assert valid, "accepted input the documented rules refuse"
     for task, (title, description) in zip(created, items, strict=True):
