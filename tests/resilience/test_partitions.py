@@ -255,6 +255,20 @@ def test_read_on_a_warm_connection_gives_up_within_the_deadline(net: NetnsPg) ->
         assert healed.elapsed < HEALED_BOUND
 
 
+def test_create_many_and_check_connection_return_within_the_deadline(net: NetnsPg) -> None:
+    """create_many (a unit under Database's loop) and check_connection (a fresh connection,
+    one try) during a silent partition: each a taskcore error within D + 1 s, nothing applied."""
+    with handle(net) as db:
+        warm(db, "warm")
+        net.cut()
+        many = timed(lambda: db.create_many([TaskCreate(title="many")] * 3, USER))
+        assert_within_bar(many, taskcore.DatabaseUnavailableError)
+        check = timed(db.check_connection)
+        assert_within_bar(check, taskcore.TransientError)
+        first_call_after_heal_succeeds(db, net)
+        assert titled(net, "many") == 0
+
+
 def _two_statements(title: str) -> Callable[[UnitOfWork], None]:
     """A unit writing two rows (`title` a and b)."""
 
@@ -557,25 +571,33 @@ def test_with_another_wait_callback_only_the_tcp_backstop_bounds_a_read(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "core bug: UnitOfWork.run_statement (and uow.session flushes, init_db's create_schema, "
-        "the lending engine's first connect) run SQLAlchemy statements without "
+        "core bug: UnitOfWork.run_statement, uow.session flushes and init_db's create_schema "
+        "(and the lending engine's first connect) run SQLAlchemy statements without "
         "_deadline.bounded(deadline), so the wait callback has no deadline and only the kernel "
-        "(tcp_user_timeout 10 s) ends the wait"
+        "(tcp_user_timeout, 10 s by default) ends the wait"
     ),
 )
-def test_run_statement_cut_mid_unit_returns_within_the_deadline(net: NetnsPg) -> None:
-    """uow.run_statement on a cut link raises a taskcore error within D + 1 s, like uow.tasks."""
+@pytest.mark.parametrize("call", ["run_statement", "init_db"])
+def test_sqlalchemy_statements_cut_mid_unit_return_within_the_deadline(
+    net: NetnsPg, call: str
+) -> None:
+    """uow.run_statement and init_db on a cut warm link raise a taskcore error within D + 1 s,
+    like the repository's statements do."""
     # tcp_user_timeout at 6 s (default 10 s) only to make the expected failure cheaper.
     with taskcore.Database(taskcore_url(net) + "&tcp_user_timeout=6000", deadline=DEADLINE) as db:
-        warm(db, "warm")
+        db.init_db()  # warm: a pooled connection, and the handle's SQLAlchemy engine built
 
         def block() -> None:
+            if call == "init_db":
+                db.init_db()
+                return
             with db.unit() as uow:
-                uow.run_statement(select(func.count()).select_from(select(1).subquery()),
-                                  writes=False)  # fmt: skip
+                uow.run_statement(select(func.now()), writes=False)
                 net.cut()
                 uow.run_statement(select(func.now()), writes=False)
 
+        if call == "init_db":
+            net.cut()
         outcome = timed(block)
         net.heal()
-        assert_within_bar(outcome, taskcore.TransientError)
+        assert_within_bar(outcome, taskcore.TaskcoreError)
