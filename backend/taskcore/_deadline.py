@@ -46,6 +46,10 @@ class Deadline:
         """Seconds left (never negative)."""
         return max(0.0, self.at - self.clock())
 
+    def elapsed(self) -> float:
+        """Seconds since the deadline was set (the call's own duration so far)."""
+        return self.clock() - (self.at - self.seconds)
+
     @property
     def expired(self) -> bool:
         """True once the deadline has passed."""

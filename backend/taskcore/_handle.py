@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 
 from taskcore import events
 from taskcore._connect import connector
-from taskcore._deadline import Deadline
+from taskcore._deadline import Deadline, bounded
 from taskcore._link import Link, lending_engine
 from taskcore._pool import ConnectionSource, Pool
 from taskcore._translate import Phase, guarded, translate
@@ -175,7 +175,10 @@ class HandleCore:
         if self._engine is None:
             fresh = guarded(lambda: connector(self.settings)(deadline), Phase.CONNECT)
             try:
-                engine = guarded(lambda: lending_engine(self.settings.url, fresh), Phase.CONNECT)
+                with bounded(deadline):  # SQLAlchemy's dialect set-up queries on `fresh`
+                    engine = guarded(
+                        lambda: lending_engine(self.settings.url, fresh), Phase.CONNECT
+                    )
             finally:
                 with contextlib.suppress(Exception):
                     fresh.close()

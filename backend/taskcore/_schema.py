@@ -8,7 +8,6 @@ from sqlalchemy import Index
 
 from taskcore import _sqlalchemy
 from taskcore._statements import TASKS
-from taskcore._translate import Phase, guarded
 from taskcore.errors import DatabaseError, TransientError
 from taskcore.models import task_operations
 
@@ -31,11 +30,10 @@ def create_schema(uow: UnitOfWork) -> None:
     uow._ready(writes=True)
     connection = _sqlalchemy.connection(uow)
     try:
-        guarded(
-            lambda: TASKS.metadata.create_all(connection, tables=[TASKS, task_operations]),
-            Phase.STATEMENT,
+        _sqlalchemy.within_deadline(
+            uow, lambda: TASKS.metadata.create_all(connection, tables=[TASKS, task_operations])
         )
-        guarded(lambda: USER_ID_INDEX.create(connection, checkfirst=True), Phase.STATEMENT)
+        _sqlalchemy.within_deadline(uow, lambda: USER_ID_INDEX.create(connection, checkfirst=True))
     except DatabaseError as error:
         if error.sqlstate not in _CREATE_RACE_SQLSTATES:
             raise

@@ -7,19 +7,22 @@ take SQLAlchemy's Connection, lent the unit's same DBAPI connection and transact
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Executable
 from sqlmodel import Session
 
+from taskcore._deadline import bounded
 from taskcore._translate import Phase, guarded
 from taskcore.errors import TaskcoreError
 
 if TYPE_CHECKING:
     from taskcore.unit_of_work import UnitOfWork
 
-__all__ = ["connection", "flush", "run_statement", "savepoint", "session"]
+__all__ = ["connection", "flush", "run_statement", "savepoint", "session", "within_deadline"]
+
+T = TypeVar("T")
 
 
 def session(uow: UnitOfWork) -> Session:
@@ -34,7 +37,20 @@ def session(uow: UnitOfWork) -> Session:
 def flush(uow: UnitOfWork) -> None:
     """Send the session's pending changes (before the unit's own statements and COMMIT)."""
     if uow._session is not None:
-        guarded(uow._session.flush, Phase.STATEMENT)
+        within_deadline(uow, uow._session.flush)
+
+
+def within_deadline(uow: UnitOfWork, fn: Callable[[], T]) -> T:
+    """Run ``fn`` (SQLAlchemy I/O on the unit's connection) bounded by the unit's deadline;
+    errors translated, and a connection psycopg2 closed on the way marked broken."""
+    try:
+        with bounded(uow._time()):
+            return guarded(fn, Phase.STATEMENT)
+    except TaskcoreError:
+        link = uow._link
+        if link is not None and getattr(link.dbapi, "closed", False):
+            link.broken = True
+        raise
 
 
 def connection(uow: UnitOfWork) -> Connection:
@@ -62,7 +78,7 @@ def run_statement(
         return result.all() if result.returns_rows else []
 
     try:
-        return guarded(run, Phase.STATEMENT)
+        return within_deadline(uow, run)
     except TaskcoreError as error:
         uow._doom(error)
         raise

@@ -184,7 +184,7 @@ def call_with_retries(
             budget.record_success()
         return result
     attempts = int(retrying.statistics.get("attempt_number", 1))
-    elapsed = deadline.seconds - deadline.remaining()
+    elapsed = deadline.elapsed()
     raise _gave_up(
         operation, last, attempts, elapsed, maybe_applied, refused_by_budget, policy, hub
     )

@@ -565,25 +565,16 @@ def test_with_another_wait_callback_only_the_tcp_backstop_bounds_a_read(
     assert 10.0 - 0.5 <= outcome.elapsed <= 10.0 + 3.0
 
 
-# -- statements through SQLAlchemy (known gap) -------------------------------------------------
+# -- statements through SQLAlchemy -------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core bug: UnitOfWork.run_statement, uow.session flushes and init_db's create_schema "
-        "(and the lending engine's first connect) run SQLAlchemy statements without "
-        "_deadline.bounded(deadline), so the wait callback has no deadline and only the kernel "
-        "(tcp_user_timeout, 10 s by default) ends the wait"
-    ),
-)
 @pytest.mark.parametrize("call", ["run_statement", "init_db"])
 def test_sqlalchemy_statements_cut_mid_unit_return_within_the_deadline(
     net: NetnsPg, call: str
 ) -> None:
     """uow.run_statement and init_db on a cut warm link raise a taskcore error within D + 1 s,
     like the repository's statements do."""
-    # tcp_user_timeout at 6 s (default 10 s) only to make the expected failure cheaper.
+    # tcp_user_timeout at 6 s (default 10 s): longer than D, so only the deadline can end it.
     with taskcore.Database(taskcore_url(net) + "&tcp_user_timeout=6000", deadline=DEADLINE) as db:
         db.init_db()  # warm: a pooled connection, and the handle's SQLAlchemy engine built
 
