@@ -62,18 +62,19 @@ class TaskcoreSide:
         if job.get("pool_size"):
             settings["pool_size"] = int(job["pool_size"])
         self.taskcore = taskcore
+        self.page = int(job["page"])
         self.db = taskcore.Database(str(job["url"]), **settings)
 
     def client(self, user: str) -> Client:
         from taskcore import TaskCreate, TaskUpdate
 
-        db = self.db
+        db, page = self.db, self.page
 
         class _Client(Client):
             def calls(self) -> dict[str, Call]:
                 return {
                     "get_task": lambda i, task_id: db.get_task(task_id, user_id=user),
-                    "get_tasks": lambda i, task_id: db.get_tasks(user_id=user),
+                    "get_tasks": lambda i, task_id: db.get_tasks(user_id=user, limit=page),
                     "create_task": lambda i, task_id: db.create_task(
                         TaskCreate(title=f"load {i}", description=DESCRIPTION), user_id=user
                     ),
@@ -217,7 +218,7 @@ class RawSide:
             def calls(self) -> dict[str, Call]:
                 return {
                     "get_task": lambda i, task_id: one("get_task", task_id=task_id),
-                    "get_tasks": lambda i, task_id: one("get_tasks"),
+                    "get_tasks": lambda i, task_id: one("get_tasks_page"),
                     "create_task": lambda i, task_id: one("create_task", title=f"load {i}"),
                     "toggle_complete": lambda i, task_id: one("toggle_complete", task_id=task_id),
                     "update_task": lambda i, task_id: one(
@@ -250,6 +251,7 @@ class TutorialSide:
         if job.get("pool_size"):
             options.update(pool_size=int(job["pool_size"]), max_overflow=0, pool_timeout=30)
         self.engine = create_engine(str(job["url"]), **options)
+        self.page = int(job["page"])
         self._opened = 0
         self._lock = threading.Lock()
 
@@ -266,7 +268,7 @@ class TutorialSide:
 
         from taskcore import Task
 
-        engine = self.engine
+        engine, page = self.engine, self.page
 
         def get(task_id: int) -> object:
             with Session(engine) as session:
@@ -275,7 +277,9 @@ class TutorialSide:
 
         def listing() -> object:
             with Session(engine) as session:
-                statement = select(Task).where(col(Task.user_id) == user).order_by(col(Task.id))
+                statement = (
+                    select(Task).where(col(Task.user_id) == user).order_by(col(Task.id)).limit(page)
+                )
                 return list(session.exec(statement).all())
 
         def create(i: int) -> object:

@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 import taskcore
 from taskcore import Task, TaskCreate, TaskUpdate
 
+from .config import LOAD_PAGE
 from .database import Database
 from .driver import no_wait_callback
 from .link import Endpoint
@@ -265,6 +266,9 @@ class Taskcore(Implementation):
         with capture_statements() as got:
             self.get_tasks()
         templates["get_tasks"] = got.only(user=lister)
+        with capture_statements() as got:  # the many-clients list: the first page
+            self.handle.get_tasks(user_id=lister, limit=LOAD_PAGE)
+        templates["get_tasks_page"] = got.only(user=lister)
         templates["update_task"] = _capture_without_purge(
             lambda: self.handle.update_task(
                 self.write_id, TaskUpdate(title=_CAPTURE_TITLE), user_id=owner

@@ -28,7 +28,7 @@ from typing import Any
 from psycopg2.extensions import connection
 from psycopg2.extras import execute_values
 
-from .config import LOAD_MIX, BenchConfig
+from .config import LOAD_MIX, LOAD_PAGE, BenchConfig
 from .measure import percentiles, spread
 from .wire import StatementTemplate
 
@@ -210,6 +210,7 @@ def _one_run(
                 "templates": {op: t.as_dict() for op, t in templates.items()},
                 "mix": [list(pair) for pair in LOAD_MIX],
                 "think_mean_s": think_mean_s,
+                "page": LOAD_PAGE,
                 "seed": seed * 1000 + p,
             }
             workers.append(_Worker(job))
@@ -316,6 +317,7 @@ def run_load(
         "duration_s": duration,
         "warmup_s": warmup,
         "pool_size_per_process": pool_size,
+        "list_page": LOAD_PAGE,
         "pool_size_note": (
             f"every implementation: {pool_size} connections per process"
             if pool_size is not None
