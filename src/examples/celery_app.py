@@ -3,13 +3,12 @@
 Run it where RabbitMQ and PostgreSQL answer; the database comes from ``DATABASE_URL`` (never
 the command line, where other users could read it in the process list)::
 
-    cd src/examples
     export DATABASE_URL=postgresql://...        # or Neon's pooled (-pooler) endpoint
-    python celery_app.py init-db                # create the tables (idempotent)
-    celery -A celery_app worker --concurrency 4 --prefetch-multiplier 1
+    python src/examples/celery_app.py init-db   # create the tables (idempotent)
+    celery --workdir src/examples -A celery_app worker --concurrency 4 --prefetch-multiplier 1
 
-    python celery_app.py create u1 "Buy milk" --wait     # prints the new task's id
-    python celery_app.py toggle 1 --wait                 # prints whether it is now completed
+    python src/examples/celery_app.py create u1 "Buy milk" --wait   # the new task's id
+    python src/examples/celery_app.py toggle 1 --wait               # completed now?
 
 ``CELERY_BROKER_URL`` (default ``amqp://guest@localhost//``) and ``CELERY_RESULT_BACKEND``
 (default ``rpc://``, results sent back over the broker) are Celery's own variables;
@@ -63,7 +62,7 @@ def toggle_task(uow: UnitOfWork, task_id: int, user_id: str | None = None) -> bo
     return uow.tasks.toggle_complete(task_id, user_id=user_id).completed
 
 
-@app.task(bind=True, base=UnitTask)
+@app.task(bind=True, base=UnitTask)  # type: ignore[untyped-decorator]  # Celery has no types
 def import_task(self: UnitTask, user_id: str, title: str) -> int:
     """One write, no unit of work: the one-shot create carries the job's key instead."""
     task = db.create_task(TaskCreate(title=title), user_id, idempotency_key=self.delivery_key())

@@ -3,14 +3,13 @@
 Run it where Redis and PostgreSQL answer; the database comes from ``DATABASE_URL`` (never the
 command line, where other users could read it in the process list)::
 
-    cd src/examples
     export DATABASE_URL=postgresql://...        # or Neon's pooled (-pooler) endpoint
-    python rq_worker.py work                    # creates the tables, then works the queue
-    # or RQ's own command line (then run `python rq_worker.py init-db` once first):
-    rq worker --with-scheduler taskcore
+    python src/examples/rq_worker.py work       # creates the tables, then works the queue
+    # or RQ's own command line (after `python src/examples/rq_worker.py init-db` once):
+    rq worker --with-scheduler --path src/examples taskcore
 
-    python rq_worker.py create u1 "Buy milk" --wait      # prints the new task's id
-    python rq_worker.py toggle 1 --wait                  # prints whether it is now completed
+    python src/examples/rq_worker.py create u1 "Buy milk" --wait    # the new task's id
+    python src/examples/rq_worker.py toggle 1 --wait                # completed now?
 
 ``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and ``TASKS_QUEUE`` (default
 ``taskcore``) say where the jobs go.

@@ -90,6 +90,7 @@ class Bench:
         queue = f"taskcore-bench-{uuid.uuid4().hex[:12]}"
         before = _settled_sessions(self.observer, self.target.dbname)
         load_before = os.getloadavg()
+        others = _busiest_processes()
         started = time.monotonic()
         with contextlib.ExitStack() as stack:
             url = self.target.url
@@ -113,6 +114,7 @@ class Bench:
             "connections_per_1000_jobs": round(opened * 1000 / count, 1),
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "busiest_processes_before": others,
         }
         print(json.dumps(result), flush=True)
         self.results.append(result)
@@ -182,6 +184,14 @@ class Bench:
             redis.delete(*keys)
 
 
+def _busiest_processes() -> list[str]:
+    """What else loads the machine: the 5 processes with the most CPU (ps's lifetime %CPU)."""
+    out = subprocess.run(
+        ["ps", "-eo", "pcpu=,args=", "--sort=-pcpu"], capture_output=True, text=True, check=False
+    ).stdout
+    return [" ".join(line.split())[:80] for line in out.splitlines()[:5]]
+
+
 @contextlib.contextmanager
 def _process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """Run a worker for the block; a warm shutdown (SIGTERM) at the end."""
@@ -226,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="write all numbers here")
+    parser.add_argument(
+        "--only",
+        choices=("celery", "rq", "pgbouncer"),
+        action="append",
+        help="run only these groups of scenarios (repeatable; default: all)",
+    )
     args = parser.parse_args(argv)
 
     server = external_server(os.environ.get("TEST_DATABASE_URL") or DEFAULT_ADMIN_URL)
@@ -239,13 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench = Bench(target, args.jobs)
     bouncer_binary = find_pgbouncer()
+    only = set(args.only or ("celery", "rq", "pgbouncer"))
     try:
-        for _ in range(args.runs):
-            for variant in ("taskcore", "tutorial", "connect"):
+        for _ in range(args.runs if "celery" in only else 0):
+            for variant in ("taskcore", "tutorial", "connect"):  # interleaved: same load
                 bench.run("celery", variant, None)
-        bench.run("rq", "taskcore", None)
-        bench.run("rq", "taskcore", None, "--simple")
-        if bouncer_binary:
+        if "rq" in only:
+            bench.run("rq", "taskcore", None)
+            bench.run("rq", "taskcore", None, "--simple")
+        if bouncer_binary and "pgbouncer" in only:
             bench.run("celery", "taskcore", bouncer_binary)
             bench.run("celery", "connect", bouncer_binary)
             bench.run("rq", "taskcore", bouncer_binary)

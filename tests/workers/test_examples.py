@@ -12,15 +12,17 @@ from kombu.connection import Connection
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-EXAMPLES = REPO / "src" / "examples"
+CELERY_APP = "src/examples/celery_app.py"
+RQ_WORKER = "src/examples/rq_worker.py"
 TIMEOUT_S = 90.0
 
 
 def _run(args: list[str], env: dict[str, str]) -> str:
-    """Run one example command from src/examples; its standard output (it must exit 0)."""
+    """Run one example command from the repository's root, as the docs do; its standard output
+    (it must exit 0)."""
     done = subprocess.run(
         args,
-        cwd=EXAMPLES,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -38,17 +40,17 @@ def test_celery_example_stores_and_toggles_a_task(
     """``celery -A celery_app worker`` runs the example's jobs: a task sent with ``create``
     is stored once, ``toggle`` completes it, and the worker stops cleanly on SIGTERM."""
     env = worker_env(worker_db.url, TASKS_QUEUE=ns, CELERY_BROKER_URL=amqp_url)
-    _run([sys.executable, "celery_app.py", "init-db"], env)
-    worker = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--concurrency", "2",
+    _run([sys.executable, CELERY_APP, "init-db"], env)
+    worker = [sys.executable, "-m", "celery", "--workdir", "src/examples", "-A", "celery_app",
+              "worker", "--concurrency", "2",
               "--prefetch-multiplier", "1", "--loglevel", "INFO", "--without-gossip",
               "--without-mingle", "--without-heartbeat", "--hostname", f"{ns}@%h"]  # fmt: skip
     try:
-        with running(worker, env, EXAMPLES, ready="ready.") as process:
-            task_id = int(_run([sys.executable, "celery_app.py", "create", "u1", "Buy milk",
+        with running(worker, env, REPO, ready="ready.") as process:
+            task_id = int(_run([sys.executable, CELERY_APP, "create", "u1", "Buy milk",
                                 "--wait"], env))  # fmt: skip
             assert (
-                _run([sys.executable, "celery_app.py", "toggle", str(task_id), "--wait"], env)
-                == "True"
+                _run([sys.executable, CELERY_APP, "toggle", str(task_id), "--wait"], env) == "True"
             )
             assert process.terminate(grace=30) == 0, process.output()
     finally:
@@ -62,11 +64,9 @@ def test_rq_example_stores_and_toggles_a_task(redis_url: str, worker_db: WorkerD
     """``python rq_worker.py work`` runs the example's jobs: a task enqueued with ``create``
     is stored once and ``toggle`` completes it."""
     env = worker_env(worker_db.url, TASKS_QUEUE=ns, REDIS_URL=redis_url)
-    with running([sys.executable, "rq_worker.py", "work"], env, EXAMPLES, ready="Listening on"):
-        task_id = int(_run([sys.executable, "rq_worker.py", "create", "u2", "Buy bread",
+    with running([sys.executable, RQ_WORKER, "work"], env, REPO, ready="Listening on"):
+        task_id = int(_run([sys.executable, RQ_WORKER, "create", "u2", "Buy bread",
                             "--wait"], env))  # fmt: skip
-        assert (
-            _run([sys.executable, "rq_worker.py", "toggle", str(task_id), "--wait"], env) == "True"
-        )
+        assert _run([sys.executable, RQ_WORKER, "toggle", str(task_id), "--wait"], env) == "True"
     rows = worker_db.query("SELECT id, title, completed FROM tasks WHERE user_id = 'u2'")
     assert rows == [(task_id, "Buy bread", True)]
