@@ -24,6 +24,7 @@ from taskcore.testing import FlakyProxy
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 FORKED_JOBS = 500
+_KEEP_IDLE = {"TASKCORE_POOL_IDLE_TIMEOUT": "3600", "TASKCORE_POOL_RECYCLE": "3600"}
 RUN_TIMEOUT_S = 120.0
 
 
@@ -97,7 +98,8 @@ def test_500_forked_jobs_open_one_connection_each_and_never_touch_the_parents(
         fleet.enqueue(owner, n)
     with (
         closing(fleet.db.connect()) as observer,
-        fleet.start(fleet.db.url, "--burst", "--hold-pool") as worker,
+        # The parent's connection must outlive the run idle: no idle timeout or recycling.
+        fleet.start(fleet.db.url, "--burst", "--hold-pool", **_KEEP_IDLE) as worker,
     ):
         assert fleet.arrival()["point"] == "gate"  # the first horse waits; no job ran yet
         parent = _backends(observer, fleet.db.name)
