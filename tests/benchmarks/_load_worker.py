@@ -193,10 +193,18 @@ class RawPool:
 
 
 class RawSide:
-    """taskcore's captured statements, replayed on a :class:`RawPool` of the same size."""
+    """taskcore's captured statements, replayed on a :class:`RawPool` of the same size.
+
+    ``raw_wait_callback``: the same with taskcore's psycopg2 wait callback installed, to see
+    what the callback costs with hundreds of threads.
+    """
 
     def __init__(self, job: Mapping[str, Any]) -> None:
-        if psycopg2.extensions.get_wait_callback() is not None:
+        if job["impl"] == "raw_wait_callback":
+            from taskcore._deadline import install_wait_callback
+
+            install_wait_callback()
+        elif psycopg2.extensions.get_wait_callback() is not None:
             raise RuntimeError("the raw baseline must run without a psycopg2 wait callback")
         self.templates = {
             op: StatementTemplate.from_dict(data) for op, data in job["templates"].items()
@@ -335,6 +343,7 @@ class TutorialSide:
 SIDES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "taskcore": TaskcoreSide,
     "raw_psycopg2": RawSide,
+    "raw_wait_callback": RawSide,
     "tutorial": TutorialSide,
 }
 

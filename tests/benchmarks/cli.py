@@ -21,7 +21,7 @@ from .runner import run_benchmark
 __all__ = ["main"]
 
 _SCENARIOS = ("single", "load", "think")
-_LOAD_IMPLS = ("taskcore", "raw_psycopg2", "tutorial")
+_LOAD_IMPLS = ("taskcore", "raw_psycopg2", "raw_wait_callback", "tutorial")
 
 
 def _positive(text: str) -> int:
@@ -123,7 +123,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="IMPL",
         help="implementations in the many-clients scenarios (repeatable; default taskcore "
-        "and raw_psycopg2; add tutorial for the SQLModel pattern)",
+        "and raw_psycopg2; tutorial: the SQLModel pattern; raw_wait_callback: raw psycopg2 "
+        "with taskcore's wait callback installed)",
     )
     parser.add_argument(
         "--taskcore-commit",

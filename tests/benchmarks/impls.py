@@ -425,16 +425,17 @@ class RawPsycopg2(Implementation):
                 cur.fetchall()
         self._ro.commit()
 
-    def bulk(self, n: int) -> Callable[[], int]:
-        """execute_values(page_size=1000) with RETURNING id, in one transaction."""
+    def bulk(self, n: int, *, returning: str = "id") -> Callable[[], int]:
+        """execute_values(page_size=1000) with RETURNING id (or ``*``), in one transaction."""
         rows = [(f"bulk {i}", None, self.users["bulk"]) for i in range(n)]
+        sql = f"INSERT INTO tasks (title, description, user_id) VALUES %s RETURNING {returning}"
 
         def run() -> int:
             assert self._tx is not None
             with self._tx.cursor() as cur:
                 ids = execute_values(
                     cur,
-                    "INSERT INTO tasks (title, description, user_id) VALUES %s RETURNING id",
+                    sql,
                     rows,
                     page_size=1000,
                     fetch=True,

@@ -335,7 +335,7 @@ def run_load(
         run: dict[str, Any] = {"run": r + 1, "order": order}
         for impl in order:
             size = pool_size
-            if size is None and impl == "raw_psycopg2":
+            if size is None and impl.startswith("raw_"):
                 size = default_pool_size
             run[impl] = _one_run(
                 impl=impl,

@@ -216,6 +216,12 @@ def _bulk_lines(bulk: Mapping[str, Any]) -> list[str]:
             f"{_ratio(loop['time_ratio_vs_raw'])}x "
             f"(target <= {loop['target_time_ratio_max']:g}x) {_verdict(loop['pass'])}"
         )
+        if "raw_returning_all" in seconds:
+            lines.append(
+                f"  for comparison, execute_values RETURNING every column (create_many returns "
+                f"whole tasks): {_mm(seconds['raw_returning_all'], 3)} s -> taskcore "
+                f"{_ratio(loop.get('time_ratio_vs_raw_returning_all'))}x that"
+            )
     return lines
 
 
