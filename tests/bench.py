@@ -1,10 +1,11 @@
-"""Run the benchmark: ``python3 tests/bench.py [--quick] [--json PATH] [--ops N]``.
+"""Run the benchmark: ``python3 tests/bench.py [--quick] [--only SCENARIO] [options]``.
 
 Needs only Python 3.11+: like tests/run.py, it reuses src/run.py's bootstrap to create ``.venv``
 and install ``-e .[dev]`` when needed, then runs the benchmark (the ``tests/benchmarks``
-package) with the venv's Python. The database is ``DATABASE_URL`` when set, else a throwaway
-embedded PostgreSQL (tests/_pgserver.py). Results are printed and written as JSON
-(``bench-results.json`` in the current directory unless ``--json`` says otherwise).
+package) with the venv's Python; ``--help`` lists the options. The database is ``DATABASE_URL``
+when set, else a throwaway embedded PostgreSQL (tests/_pgserver.py). Results are printed and
+written as JSON (``bench-results.json`` in the current directory unless ``--json`` says
+otherwise). Method and published numbers: specs/003-db-persistence-layer/benchmarks.md.
 """
 
 from __future__ import annotations
