@@ -547,6 +547,11 @@ def _stages(op: str) -> list[Stage]:
         ("  of which rows to Task objects", ("_task",), ()),
         ("check out a connection (pool, liveness poll, autocommit)", ("Database._open_link",), ()),
         (
+            "check out a connection (pool, liveness poll, autocommit)",
+            ("HandleCore._open_link",),
+            (),
+        ),
+        (
             "Link.fetch excluding the driver's execute/fetchall",
             ("Link.fetch",),
             (_DRIVER, "<method 'fetchall' of 'psycopg2.extensions.cursor' objects>"),
