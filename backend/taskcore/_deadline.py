@@ -101,7 +101,7 @@ def wait(conn: Any) -> None:
     it asks the server to cancel the running query, then lets the interrupt through; psycopg2
     closes the connection, and an uncommitted transaction is rolled back by the server.
     """
-    deadline = current()
+    deadline: Deadline | None = _local.__dict__.get("deadline")
     libpq_timeout = False
     if deadline is None and conn.status == psycopg2.extensions.STATUS_SETUP:
         deadline = _connect_timeout(conn.dsn)

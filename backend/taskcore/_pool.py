@@ -129,11 +129,14 @@ class Pool:
     def _take(self, deadline: Deadline) -> Pooled | None:
         """An idle connection, or None meaning "a slot is reserved: open one"."""
         with self._lock:
-            self._forget_if_forked()
+            if self._pid != os.getpid():
+                self._forget_if_forked()
             if not self._waiters:
-                self._close_idle_expired()
-                if self._idle:
-                    return self._idle.pop()
+                idle = self._idle
+                if idle and idle[0].used < self._clock() - self._idle_timeout:
+                    self._close_idle_expired()
+                if idle:
+                    return idle.pop()
                 if self._open < self.size:
                     self._open += 1
                     return None
@@ -214,7 +217,10 @@ class Pool:
         """
         if self._clock() - pooled.born > self._recycle:
             return False
-        if _closed(pooled.dbapi) or _readable(pooled):
+        if pooled.dbapi.closed if pooled.poller is not None else _closed(pooled.dbapi):
+            self._on_stale()
+            return False
+        if _readable(pooled):
             self._on_stale()
             return False
         return True

@@ -147,6 +147,24 @@ class EventHub:
         with self._lock:
             self._counters.clear()
 
+    @property
+    def observed(self) -> bool:
+        """True if this hub or a parent has subscribers (else events need only be counted)."""
+        hub: EventHub | None = self
+        while hub is not None:
+            if hub._subscribers:
+                return True
+            hub = hub._parent
+        return False
+
+    def count(self, name: str) -> None:
+        """Count an event by its counter name, here and in the parents (no subscriber sees it)."""
+        hub: EventHub | None = self
+        while hub is not None:
+            with hub._lock:
+                hub._counters[name] += 1
+            hub = hub._parent
+
     def emit(self, event: Event) -> None:
         """Count ``event``, hand it to every subscriber, then to the parent hub."""
         name = _counter_name(event)
