@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -16,10 +15,10 @@ from sqlalchemy.engine import Dialect
 
 from taskcore import events
 from taskcore._connect import connector
-from taskcore._deadline import Deadline, bounded
+from taskcore._deadline import Deadline
 from taskcore._link import Link, lending_engine
 from taskcore._pool import ConnectionSource, Pool
-from taskcore._translate import Phase, guarded, translate
+from taskcore._translate import Phase, translate
 from taskcore.budget import RetryBudget
 from taskcore.config import Settings
 from taskcore.errors import PoolExhaustedError
@@ -170,18 +169,10 @@ class HandleCore:
     def _savepoint_name(self) -> str:
         return f"taskcore_{next(self._savepoints)}"
 
-    def _lending_engine(self, deadline: Deadline) -> Engine:
+    def _lending_engine(self) -> Engine:
         """The SQLAlchemy Engine for ORM sessions and arbitrary Core statements (built once)."""
         if self._engine is None:
-            fresh = guarded(lambda: connector(self.settings)(deadline), Phase.CONNECT)
-            try:
-                with bounded(deadline):  # SQLAlchemy's dialect set-up queries on `fresh`
-                    engine = guarded(
-                        lambda: lending_engine(self.settings.url, fresh), Phase.CONNECT
-                    )
-            finally:
-                with contextlib.suppress(Exception):
-                    fresh.close()
+            engine = lending_engine(self.settings.url)
             with self._lock:
                 self._engine = self._engine or engine
         return self._engine

@@ -175,12 +175,17 @@ class _LendingPool(Pool):
         return "lending pool"
 
 
-def lending_engine(url: Any, fresh: Any) -> Engine:
+def lending_engine(url: Any) -> Engine:
     """An Engine whose connections are the Links' own (no pool, no reset, no pre-ping).
 
-    SQLAlchemy sets its dialect up on an engine's first connection and then ROLLs it BACK:
-    done on a unit's connection, that would silently undo the unit's work so far. So the set-up
-    runs here, on ``fresh``, a connection of its own (closed by the caller afterwards).
+    SQLAlchemy only borrows a unit's transaction: it must never end it. It sets its dialect up
+    on the engine's first connection (a unit's, inside its transaction: a few read-only
+    queries, once per handle) and then ROLLs it BACK, and closing a SQLAlchemy Connection
+    "rolls back" too; either would silently undo the unit's work (on an isolated test handle,
+    the whole outer transaction). So COMMIT and ROLLBACK are no-ops here: the unit of work alone
+    ends its transaction. (Setting the dialect up on a second connection instead would need a
+    second server connection while the unit holds one: a pooler with one server connection
+    would make it wait.)
     """
     extra = {"use_native_hstore": False} if url.get_backend_name() == "postgresql" else {}
     engine = create_engine(
@@ -191,14 +196,6 @@ def lending_engine(url: Any, fresh: Any) -> Engine:
         hide_parameters=True,  # bound values (task contents) never reach SQLAlchemy's messages
         **extra,
     )
-    _lent.dbapi = fresh
-    try:
-        engine.connect().close()
-    finally:
-        _lent.dbapi = None
-    # From now on SQLAlchemy only borrows a unit's transaction: it must never end it. Closing a
-    # SQLAlchemy Connection "rolls back" its transaction; on an isolated (test) handle that
-    # would undo the whole outer transaction. The unit of work alone commits and rolls back.
     setattr(engine.dialect, "do_rollback", _leave_transaction_alone)  # noqa: B010
     setattr(engine.dialect, "do_commit", _leave_transaction_alone)  # noqa: B010
     return engine

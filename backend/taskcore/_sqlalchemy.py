@@ -57,7 +57,9 @@ def connection(uow: UnitOfWork) -> Connection:
     """A SQLAlchemy Connection joined to the unit's transaction (no statement is sent)."""
     if uow._sa is None:
         link = uow._open()
-        uow._sa = link.sa_connection(uow.database._lending_engine(uow._time()))
+        engine = uow.database._lending_engine()
+        # The engine's first connection runs SQLAlchemy's dialect set-up queries: bounded too.
+        uow._sa = within_deadline(uow, lambda: link.sa_connection(engine))
         uow._sa.begin()  # joins the transaction the Link began
     return uow._sa
 
