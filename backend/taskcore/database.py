@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
 from taskcore._handle import HandleCore
 from taskcore._isolation import isolated
@@ -17,8 +17,7 @@ from taskcore.errors import NotFoundError
 from taskcore.events import Event
 from taskcore.models import Task, TaskCreate, TaskUpdate
 from taskcore.repository import TaskRepository
-from taskcore.retry import RetryPolicy
-from taskcore.unit_of_work import Isolation, UnitOfWork
+from taskcore.unit_of_work import Isolation, RunOptions, UnitOfWork
 
 __all__ = ["Database"]
 
@@ -77,16 +76,7 @@ class Database(HandleCore):
             deadline=deadline,
         )
 
-    def run(
-        self,
-        fn: Callable[[UnitOfWork], T],
-        *,
-        read_only: bool = False,
-        isolation: Isolation | None = None,
-        statement_timeout: float | None = None,
-        deadline: float | None = None,
-        policy: RetryPolicy | None = None,
-    ) -> T:
+    def run(self, fn: Callable[[UnitOfWork], T], **options: Unpack[RunOptions]) -> T:
         """Run ``fn`` in a fresh unit of work, re-running it whole on a transient failure.
 
         A transient failure is one raised before COMMIT was sent (disconnect, cold start,
@@ -95,15 +85,7 @@ class Database(HandleCore):
         Everything, re-runs included, happens within one deadline.
         """
         name = getattr(fn, "__qualname__", type(fn).__name__)
-        return self._run(
-            f"UnitOfWork.run({name})",
-            fn,
-            read_only=read_only,
-            isolation=isolation,
-            statement_timeout=statement_timeout,
-            deadline=deadline,
-            policy=policy,
-        )
+        return self._run(f"UnitOfWork.run({name})", fn, **options)
 
     def create_task(
         self,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
 import uuid
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,9 @@ def test_use_database_routes_module_calls_and_plain_units(db: Any, tmp_path: Pat
             with UnitOfWork() as uow:
                 uow.tasks.create(TaskCreate(title="routed unit"), user_id="u")
         taskcore.create_task(TaskCreate(title="default"), "u")
-        assert [t.title for t in other.get_tasks("u")] == ["routed", "routed unit"]
+        with closing(sqlite3.connect(tmp_path / "other.db")) as check:
+            titles = check.execute("SELECT title FROM tasks ORDER BY id").fetchall()
+        assert titles == [("routed",), ("routed unit",)]
         assert db.query("SELECT title FROM tasks") == [("default",)]
     finally:
         other.dispose()
@@ -168,7 +172,10 @@ def test_purge_removes_expired_keys_in_a_bounded_batch(
 
     monkeypatch.setattr(repository, "_PURGE_ONE_IN", 1)
     old_call, young_call = str(uuid.uuid4()), str(uuid.uuid4())
-    old_caller, young_caller = str(uuid.uuid5(uuid.uuid4(), "a")), str(uuid.uuid5(uuid.uuid4(), "b"))
+    old_caller, young_caller = (
+        str(uuid.uuid5(uuid.uuid4(), "a")),
+        str(uuid.uuid5(uuid.uuid4(), "b")),
+    )
     ages = {old_call: 3600, young_call: 60, old_caller: 2 * 86400, young_caller: 7200}
     for key, seconds in ages.items():
         if db.kind == "sqlite":
