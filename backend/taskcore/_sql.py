@@ -51,6 +51,8 @@ class Compiled:
         self.columns: tuple[str, ...] = tuple(entry.keyname for entry in compiled._result_columns)
         results = []
         for index, entry in enumerate(compiled._result_columns):
+            if dialect.name in getattr(entry.type, "aware_from_driver", ()):
+                continue  # its reader converts to UTC itself (see models.UTCDateTime)
             processor = entry.type._cached_result_processor(dialect, None)
             if processor is not None:
                 results.append((index, processor))

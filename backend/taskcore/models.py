@@ -60,6 +60,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+    #: Dialects whose driver returns aware datetimes already: taskcore's own row reader
+    #: (``_rows.task_from_row``) converts those to UTC, so the hot path skips this processor.
+    aware_from_driver = frozenset({"postgresql"})
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
