@@ -117,7 +117,7 @@ def wait(conn: Any) -> None:
             while True:
                 slice_ = _SLICE
                 if deadline is not None:
-                    left = deadline.remaining()
+                    left = deadline.at - deadline.clock()
                     if left <= 0:
                         raise DeadlineExpired  # noqa: TRY301 - psycopg2 closes the connection
                     slice_ = min(slice_, left)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from sqlalchemy import Engine
 from sqlalchemy.engine import Dialect
 
-from taskcore import events
+from taskcore import _pool, events
 from taskcore._connect import connector
 from taskcore._deadline import Deadline
 from taskcore._link import Link, lending_engine
@@ -60,10 +59,10 @@ class HandleCore:
         if not self.settings.retry_budget:
             return None
         held = self._budget
-        if held is None or held[0] != os.getpid():  # each process has its own budget
+        if held is None or held[0] != _pool.process_id:  # each process has its own budget
             s = self.settings
             held = (
-                os.getpid(),
+                _pool.process_id,
                 RetryBudget(
                     ratio=s.retry_budget_ratio,
                     floor=s.retry_budget_floor,
@@ -99,7 +98,7 @@ class HandleCore:
 
     def _open_link(self, deadline: Deadline, *, oneshot: bool = False) -> Link:
         """A connection from the pool; for a one-shot, in autocommit (or a savepoint)."""
-        pool = self._connections()
+        pool = self._pool or self._connections()
         try:
             pooled = pool.acquire(deadline)
         except PoolExhaustedError:
@@ -107,13 +106,16 @@ class HandleCore:
         except Exception as exc:  # noqa: BLE001 - translated below, outside the except block
             error = translate(exc, Phase.CONNECT)
         else:
-            link = Link(pool, pooled, self.dialect)
+            link = pooled.link
+            if link is None or link.pool is not pool:  # an isolated handle lends its own
+                link = pooled.link = Link(pool, pooled, self.dialect)
+            link.savepoint_name = None
             if oneshot:
                 if self.is_isolated:
                     name = link.savepoint_name = self._savepoint_name()
                     self._guard(link, lambda: link.savepoint(name, deadline))
-                else:
-                    link.autocommit()
+                elif link.postgres:
+                    link.dbapi.autocommit = True  # client-side switch: no round trip
             return link
         raise error
 

@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import (
 from taskcore._deadline import Deadline, bounded
 from taskcore._deadline import _local as _deadline_local
 from taskcore._pool import ConnectionSource, Pooled
-from taskcore._sql import compile_for, execute
+from taskcore._sql import compile_for, execute, shapes
 from taskcore._translate import _DRIVER_ERRORS, Phase, translate
 from taskcore.errors import TaskcoreError
 
@@ -60,9 +60,14 @@ class Link:
         self, statement: ClauseElement, params: Mapping[str, Any], phase: Phase, deadline: Deadline
     ) -> list[Any]:
         """Run a cached Core statement shape; its rows (columns: ``columns(statement)``)."""
-        compiled = compile_for(statement, self.dialect)
-        previous = _deadline_local.__dict__.get("deadline")
-        _deadline_local.deadline = deadline  # what the wait callback honours (see _deadline)
+        hit = shapes.get((id(statement), self.dialect.name))
+        if hit is not None and hit[0] is statement:
+            compiled = hit[1]
+        else:
+            compiled = compile_for(statement, self.dialect)
+        local = _deadline_local.__dict__
+        previous = local.get("deadline")
+        local["deadline"] = deadline  # what the wait callback honours (see _deadline)
         try:
             cursor = self.pooled.cursor
             if cursor is None:
@@ -71,7 +76,7 @@ class Link:
         except _DRIVER_ERRORS as exc:
             error = self._failed(exc, phase)
         finally:
-            _deadline_local.deadline = previous
+            local["deadline"] = previous
         raise error
 
     def columns(self, statement: ClauseElement) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import itertools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,8 +12,9 @@ from taskcore import events
 from taskcore._deadline import Deadline
 from taskcore._link import Link
 from taskcore._translate import Phase
-from taskcore.repository import TaskRepository, caller_key
-from taskcore.retry import call_with_retries
+from taskcore.errors import TaskcoreError
+from taskcore.repository import TaskRepository, call_key, caller_key
+from taskcore.retry import admit, retry_after
 
 if TYPE_CHECKING:
     from taskcore.database import Database
@@ -43,7 +44,9 @@ class _OneShot:
         writes: bool,
         idempotent: bool = False,
     ) -> list[Any]:
-        link = self._link or self._open()
+        link = self._link
+        if link is None:
+            link = self._link = self._database._open_link(self._deadline, oneshot=True)
         # An autocommit write commits as it runs: losing its reply loses the outcome, unless the
         # statement is keyed so that running it again is harmless. SQLite runs in this process
         # and an isolated (test) handle works inside one transaction: no reply to lose.
@@ -53,15 +56,18 @@ class _OneShot:
         return link.fetch(statement, params, phase, self._deadline)
 
     def columns(self, statement: ClauseElement) -> tuple[str, ...]:
-        return (self._link or self._open()).columns(statement)
-
-    def _open(self) -> Link:
-        self._link = self._database._open_link(self._deadline, oneshot=True)
-        return self._link
+        link = self._link
+        if link is None:
+            link = self._link = self._database._open_link(self._deadline, oneshot=True)
+        return link.columns(statement)
 
     def close(self, ok: bool) -> None:
         link, self._link = self._link, None
-        if link is not None:
+        if link is None:
+            return
+        if link.savepoint_name is None:
+            link.close()  # autocommit: nothing to end
+        else:
             self._database._oneshot_done(link, ok=ok, deadline=self._deadline)
 
 
@@ -73,38 +79,59 @@ def run_oneshot(
     operation_key: str | None = None,
     deadline: float | None = None,
 ) -> T:
-    """Run ``fn`` on a repository whose statements autocommit, under the call's one deadline."""
+    """Run ``fn`` on a repository whose statements autocommit, under the call's one deadline.
+
+    The first attempt runs inline (this is every call's path: a few frames, no closures);
+    only a retryable failure builds the retry loop (:func:`taskcore.retry.retry_after`).
+    """
     clock = Deadline(deadline or database.settings.deadline)
-    attempts = 0
-
-    hub = database.events
-
-    def attempt() -> T:
-        nonlocal attempts
-        attempts += 1
-        started = clock.clock()
-        shot = _OneShot(database, clock, operation_key)
-        outcome = "rolled_back"
-        try:
-            result = fn(TaskRepository(shot))
-            outcome = "committed"
-            return result
-        finally:
-            shot.close(ok=outcome == "committed")
-            if hub.observed:  # the event object is only built for someone who listens
-                duration = clock.clock() - started
-                hub.emit(events.UnitFinished(operation, outcome, duration, attempts, False))
-            else:
-                hub.count("units_" + outcome)
-
-    return call_with_retries(
+    budget = database.budget
+    if budget is not None and budget.exhausted:
+        admit(operation, budget, database.events)
+    try:
+        result = _attempt(database, operation, fn, clock, operation_key, 1)
+    except TaskcoreError as exc:
+        if not exc.retryable:
+            raise
+        first_failure = exc
+    else:
+        if budget is not None:
+            budget.record_success()
+        return result
+    numbers = itertools.count(2)
+    return retry_after(
         operation,
-        attempt,
+        lambda: _attempt(database, operation, fn, clock, operation_key, next(numbers)),
+        first_failure,
         database.policy,
         clock,
-        budget=database.budget,
+        budget=budget,
         hub=database.events,
     )
+
+
+def _attempt(
+    database: Database,
+    operation: str,
+    fn: Callable[[TaskRepository], T],
+    clock: Deadline,
+    operation_key: str | None,
+    number: int,
+) -> T:
+    """One attempt: a connection from the pool, ``fn``'s statements, the connection back."""
+    started = clock.clock()
+    shot = _OneShot(database, clock, operation_key)
+    outcome = "rolled_back"
+    try:
+        result = fn(TaskRepository(shot))
+        outcome = "committed"
+        return result
+    finally:
+        shot.close(ok=outcome == "committed")
+        hub = database.events
+        if not hub.counted("units_" + outcome):  # the event is only built for a listener
+            duration = clock.clock() - started
+            hub.emit(events.UnitFinished(operation, outcome, duration, number, False))
 
 
 def run_keyed(
@@ -121,7 +148,7 @@ def run_keyed(
     transaction, and a repeated key returns ``replay`` (the task as it is now) instead.
     """
     if operation_key is None or database.dialect.name == "postgresql":
-        key = str(uuid.uuid4()) if operation_key is None else caller_key(operation_key)
+        key = call_key() if operation_key is None else caller_key(operation_key)
         return run_oneshot(database, operation, write, operation_key=key, deadline=deadline)
     return database._run(
         operation,

@@ -23,23 +23,29 @@ from typing import Any, Protocol
 from taskcore._deadline import Deadline
 from taskcore.errors import PoolExhaustedError
 
-__all__ = ["ConnectionSource", "Pool", "PoolStats", "Pooled"]
+__all__ = ["ConnectionSource", "Pool", "PoolStats", "Pooled", "process_id"]
+
+#: This process's id, kept current in a forked child by the at-fork hook at the end of this
+#: module (``os.getpid()`` is a system call; the hot path asks several times per call).
+process_id = os.getpid()
 
 
 class Pooled:
     """A pooled DBAPI connection and its bookkeeping."""
 
-    __slots__ = ("born", "cursor", "dbapi", "pid", "poller", "used")
+    __slots__ = ("born", "cursor", "dbapi", "link", "pid", "poller", "used")
 
     def __init__(self, dbapi: Any, now: float) -> None:
         self.dbapi = dbapi
         self.born = now
         self.used = now
-        self.pid = os.getpid()
+        self.pid = process_id
         #: Reused by every call on this connection (a psycopg2 cursor costs ~3 us to make).
         self.cursor: Any = None
         #: Watches the idle socket for the server closing it (made once, polled at checkout).
         self.poller: Any = None
+        #: The taskcore Link lent with this connection (made once; one borrower at a time).
+        self.link: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +119,7 @@ class Pool:
         self._open = 0
         self._opened = 0
         self._discarded = 0
-        self._pid = os.getpid()
+        self._pid = process_id
         _pools.add(self)
 
     def acquire(self, deadline: Deadline) -> Pooled:
@@ -122,14 +128,25 @@ class Pool:
             pooled = self._take(deadline)
             if pooled is None:
                 return self._open_new(deadline)
-            if self._usable(pooled):
-                return pooled
+            # Usable: not too old, and not closed by the server while idle, seen locally with no
+            # round trip. An idle connection has nothing to read: when Neon suspends a compute
+            # (or the server restarts) the server sends FATAL 57P01 and closes the socket,
+            # which makes it readable; it is replaced before any statement was sent.
+            if self._clock() - pooled.born <= self._recycle:
+                poller, dbapi = pooled.poller, pooled.dbapi
+                if poller is None and not hasattr(dbapi, "poll"):
+                    closed = _closed(dbapi)  # sqlite3: no socket to watch
+                else:
+                    closed = bool(dbapi.closed or (poller or _watch(pooled)).poll(0))
+                if not closed:
+                    return pooled
+                self._on_stale()
             self.release(pooled, reuse=False)
 
     def _take(self, deadline: Deadline) -> Pooled | None:
         """An idle connection, or None meaning "a slot is reserved: open one"."""
         with self._lock:
-            if self._pid != os.getpid():
+            if self._pid != process_id:
                 self._forget_if_forked()
             if not self._waiters:
                 idle = self._idle
@@ -181,11 +198,15 @@ class Pool:
 
     def release(self, pooled: Pooled, *, reuse: bool) -> None:
         """Return ``pooled``; ``reuse=False`` closes it (broken, abandoned or in a bad state)."""
-        if pooled.pid != os.getpid():
+        if pooled.pid != process_id:
             _orphan(pooled.dbapi)  # checked out before a fork: the parent still owns it
             return
         if reuse and not _closed(pooled.dbapi):
             pooled.used = self._clock()
+            with self._lock:
+                if not self._waiters:
+                    self._idle.append(pooled)
+                    return
             self._give_back(pooled)
             return
         with contextlib.suppress(Exception):
@@ -206,24 +227,6 @@ class Pool:
                 self._open -= 1
             else:
                 self._idle.append(pooled)
-
-    def _usable(self, pooled: Pooled) -> bool:
-        """Not too old, and not closed by the server while idle (seen locally: no round trip).
-
-        An idle connection has nothing to read. When Neon suspends a compute (or the server
-        restarts) the server sends a FATAL 57P01 and closes the socket, which makes it
-        readable: a zero-timeout poll sees that, and the connection is replaced before any
-        statement was sent, so nothing needs retrying.
-        """
-        if self._clock() - pooled.born > self._recycle:
-            return False
-        if pooled.dbapi.closed if pooled.poller is not None else _closed(pooled.dbapi):
-            self._on_stale()
-            return False
-        if _readable(pooled):
-            self._on_stale()
-            return False
-        return True
 
     def _close_idle_expired(self) -> None:
         # Called with the lock held. The left end is the least recently used.
@@ -281,16 +284,11 @@ def _closed(dbapi: Any) -> bool:
     return bool(closed) and not callable(closed)
 
 
-def _readable(pooled: Pooled) -> bool:
-    """An idle connection has nothing to read: readable means the server closed it."""
-    poller = pooled.poller
-    if poller is None:
-        dbapi = pooled.dbapi
-        if not hasattr(dbapi, "poll"):
-            return False  # sqlite3: no socket
-        poller = pooled.poller = select.poll()
-        poller.register(dbapi.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
-    return bool(poller.poll(0))
+def _watch(pooled: Pooled) -> Any:
+    """The poller that sees the server close ``pooled``'s idle socket (made once)."""
+    poller = pooled.poller = select.poll()
+    poller.register(pooled.dbapi.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    return poller
 
 
 _orphans: list[Any] = []
@@ -312,6 +310,8 @@ def _orphan(dbapi: Any) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global process_id  # noqa: PLW0603 - the one writer, in the child right after fork
+    process_id = os.getpid()
     for pool in list(_pools):
         pool._after_fork()
 

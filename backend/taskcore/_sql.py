@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.base import _NoArg
 
-__all__ = ["Compiled", "compile_for", "execute"]
+__all__ = ["Compiled", "compile_for", "execute", "shapes"]
 
 Processor = Callable[[Any], Any]
 
@@ -63,19 +63,20 @@ def _required(value: Any) -> bool:
     return repr(value) == "symbol('REQUIRED')"
 
 
-_cache: dict[tuple[int, str], tuple[ClauseElement, Compiled]] = {}
+#: (id(statement), dialect name) -> (statement, its Compiled); read lock-free by the hot path.
+shapes: dict[tuple[int, str], tuple[ClauseElement, Compiled]] = {}
 _lock = threading.Lock()
 
 
 def compile_for(statement: ClauseElement, dialect: Dialect) -> Compiled:
     """The compiled form of ``statement`` (a cached, reused shape) for ``dialect``."""
     key = (id(statement), dialect.name)
-    hit = _cache.get(key)
+    hit = shapes.get(key)
     if hit is not None and hit[0] is statement:
         return hit[1]
     compiled = Compiled(statement, dialect)
     with _lock:
-        _cache[key] = (statement, compiled)  # the statement is kept alive: its id stays unique
+        shapes[key] = (statement, compiled)  # the statement is kept alive: its id stays unique
     return compiled
 
 
@@ -106,7 +107,10 @@ def _processed(compiled: Compiled, rows: list[Any]) -> list[Any]:
 
 def execute(cursor: Any, compiled: Compiled, params: Mapping[str, Any]) -> list[Any]:
     """Run ``compiled`` with ``params``; the rows (sequences in ``compiled.columns`` order)."""
-    cursor.execute(compiled.sql, _arguments(compiled, params))
+    if compiled.defaults or compiled.binds or compiled.positional is not None:
+        params = _arguments(compiled, params)
+    cursor.execute(compiled.sql, params)
     if cursor.description is None:
         return []
-    return _processed(compiled, cursor.fetchall())
+    rows: list[Any] = cursor.fetchall()
+    return _processed(compiled, rows) if compiled.results else rows

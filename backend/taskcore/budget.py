@@ -39,14 +39,15 @@ class RetryBudget:
     jitter: Callable[[], float] = field(default=random.random, repr=False)
     _successes: deque[float] = field(default_factory=deque, repr=False)
     _retries: deque[float] = field(default_factory=deque, repr=False)
-    _exhausted: bool = field(default=False, repr=False)
+    #: True while the process fails fast (read freely; changed only under the budget's lock).
+    exhausted: bool = field(default=False, init=False, repr=False)
     _next_probe: float = field(default=0.0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def admit(self) -> bool:
         """May a call make its first attempt now? False means: fail fast without trying."""
         with self._lock:
-            if not self._exhausted:
+            if not self.exhausted:
                 return True
             now = self.clock()
             if now < self._next_probe:
@@ -62,26 +63,27 @@ class RetryBudget:
             allowed = len(self._retries) < self.floor * self.window + self.ratio * len(
                 self._successes
             )
-            if allowed and not self._exhausted:
+            if allowed and not self.exhausted:
                 self._retries.append(now)
                 return True
-            if not self._exhausted:
-                self._exhausted = True
+            if not self.exhausted:
+                self.exhausted = True
                 self._schedule_probe(now)
             return False
 
     def record_success(self) -> None:
-        """A call succeeded: deposit, and leave fail-fast mode."""
-        with self._lock:
-            now = self.clock()
-            self._successes.append(now)
-            self._trim(now)
-            self._exhausted = False
+        """A call succeeded: deposit, and leave fail-fast mode.
 
-    @property
-    def exhausted(self) -> bool:
-        """True while the process fails fast."""
-        return self._exhausted
+        On every successful call, so kept cheap: ``deque.append`` is atomic, and expired
+        successes are dropped about once a second (``spend`` trims exactly before it counts).
+        """
+        now = self.clock()
+        successes = self._successes
+        successes.append(now)
+        if (successes and successes[0] < now - self.window - 1.0) or self.exhausted:
+            with self._lock:
+                self._trim(now)
+                self.exhausted = False
 
     def _schedule_probe(self, now: float) -> None:
         self._next_probe = now + self.probe_interval * (0.5 + 0.5 * self.jitter())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Self, TypeVar, Unpack
 
@@ -16,7 +15,7 @@ from taskcore.diagnostics import ConnectionReport, check_connection
 from taskcore.errors import NotFoundError
 from taskcore.events import Event
 from taskcore.models import Task, TaskCreate, TaskUpdate
-from taskcore.repository import TaskRepository
+from taskcore.repository import TaskRepository, call_key
 from taskcore.unit_of_work import Isolation, RunOptions, UnitOfWork
 
 __all__ = ["Database"]
@@ -101,7 +100,7 @@ class Database(HandleCore):
         retry after a lost reply returns the task the first attempt stored. Pass your own key
         (e.g. a job id) to make redelivered jobs return the existing task.
         """
-        key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+        key = idempotency_key if idempotency_key is not None else call_key()
         return run_oneshot(
             self,
             "create_task",

@@ -147,23 +147,23 @@ class EventHub:
         with self._lock:
             self._counters.clear()
 
-    @property
-    def observed(self) -> bool:
-        """True if this hub or a parent has subscribers (else events need only be counted)."""
+    def counted(self, name: str) -> bool:
+        """Count ``name`` (here and in the parents) and return True, if nobody subscribes.
+
+        If someone does, count nothing and return False: the caller then builds the event and
+        emits it (which counts it). The hot path's one call for "an event happened".
+        """
+        hubs = []
         hub: EventHub | None = self
         while hub is not None:
             if hub._subscribers:
-                return True
+                return False
+            hubs.append(hub)
             hub = hub._parent
-        return False
-
-    def count(self, name: str) -> None:
-        """Count an event by its counter name, here and in the parents (no subscriber sees it)."""
-        hub: EventHub | None = self
-        while hub is not None:
+        for hub in hubs:
             with hub._lock:
                 hub._counters[name] += 1
-            hub = hub._parent
+        return True
 
     def emit(self, event: Event) -> None:
         """Count ``event``, hand it to every subscriber, then to the parent hub."""

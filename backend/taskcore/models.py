@@ -265,7 +265,10 @@ def _check_argument(value: object, field: str, *, min_length: int, max_length: i
 
 def check_user_id(user_id: object, *, required: bool) -> str | None:
     """Validate an owner id: any string up to 255 characters ("" allowed); None when optional."""
-    if user_id is None and not required:
+    if type(user_id) is str and len(user_id) <= USER_ID_MAX and user_id.isascii():
+        if "\x00" not in user_id:
+            return user_id  # the common case, checked without a call (ASCII: no surrogates)
+    elif user_id is None and not required:
         return None
     return _check_argument(user_id, "user_id", min_length=0, max_length=USER_ID_MAX)
 
@@ -279,6 +282,8 @@ def check_idempotency_key(key: object) -> str | None:
 
 def check_task_id(task_id: object, *, field: str = "task_id") -> int:
     """Validate a task id: an int (not a bool) in the signed 64-bit range both backends bind."""
+    if type(task_id) is int and -(2**63) <= task_id < 2**63:
+        return task_id
     if isinstance(task_id, bool) or not isinstance(task_id, int):
         raise ValidationError(f"{field} must be an integer", fields=(field,))
     if not -(2**63) <= task_id < 2**63:

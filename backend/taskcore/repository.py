@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import os
 import random
 import uuid
 from collections.abc import Iterable, Mapping
@@ -23,7 +24,7 @@ from taskcore.models import (
     check_user_id,
 )
 
-__all__ = ["StatementRunner", "TaskRepository", "caller_key"]
+__all__ = ["StatementRunner", "TaskRepository", "call_key", "caller_key"]
 
 #: One keyed write in this many also purges a bounded batch of expired operation keys (in the
 #: same statement); sql.PURGE_BATCH rows per purge keeps up with any write rate.
@@ -246,6 +247,17 @@ class TaskRepository:
         return key
 
 
+def call_key() -> str:
+    """A fresh key for one call: a random UUIDv4 in its text form (the purge keeps it only for
+    CALL_KEY_RETENTION), built from 16 random bytes without ``uuid.UUID``'s Python-level work."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+#: RFC 4122 variant: the top two bits of the 17th hex digit are 10 (so 8, 9, a or b).
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def caller_key(key: object, *, field: str = "operation_key") -> str:
     """The stored form of a caller's key: its UUIDv5 (fits the 36-character column, and its
     version digit tells the purge to keep it for the longer retention)."""
@@ -255,7 +267,7 @@ def caller_key(key: object, *, field: str = "operation_key") -> str:
 
 
 def _purge(key: str | None) -> bool:
-    return key is not None and random.randrange(_PURGE_ONE_IN) == 0
+    return key is not None and random.random() * _PURGE_ONE_IN < 1.0
 
 
 def _target(task_id: int, user_id: str | None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from taskcore.errors import (
 )
 from taskcore.events import EventHub
 
-__all__ = ["RetryPolicy", "call_with_retries", "no_retry_waits"]
+__all__ = ["RetryPolicy", "admit", "call_with_retries", "no_retry_waits", "retry_after"]
 
 T = TypeVar("T")
 _log = logging.getLogger("taskcore")
@@ -111,17 +111,56 @@ def call_with_retries(
     exhausted pool -> that error; otherwise DatabaseUnavailableError saying why it stopped.
     With a ``budget``, each retry spends from it, and once it is spent calls fail fast.
     """
-    if budget is not None and not budget.admit():
-        hub.emit(events.GaveUp(operation, 0, 0.0, "budget", None))
-        raise DatabaseUnavailableError(
-            f"database unavailable: {operation} failed fast; this process spent its retry "
-            f"budget and is probing the database every {budget.probe_interval:g}s or so",
-            attempts=0,
-            elapsed=0.0,
-            reason="budget",
-        )
+    if budget is not None and budget.exhausted:
+        admit(operation, budget, hub)
+    try:
+        result = attempt()
+    except TaskcoreError as exc:
+        if not exc.retryable:
+            raise
+        first_failure: TaskcoreError = exc
+    else:
+        if budget is not None:
+            budget.record_success()
+        return result
+    return retry_after(
+        operation, attempt, first_failure, policy, deadline, budget=budget, hub=hub, sleep=sleep
+    )
+
+
+def admit(operation: str, budget: RetryBudget, hub: EventHub) -> None:
+    """Fail fast (DatabaseUnavailableError) if the spent ``budget`` refuses a first attempt."""
+    if budget.admit():
+        return
+    hub.emit(events.GaveUp(operation, 0, 0.0, "budget", None))
+    raise DatabaseUnavailableError(
+        f"database unavailable: {operation} failed fast; this process spent its retry "
+        f"budget and is probing the database every {budget.probe_interval:g}s or so",
+        attempts=0,
+        elapsed=0.0,
+        reason="budget",
+    )
+
+
+def retry_after(
+    operation: str,
+    attempt: Callable[[], T],
+    first_failure: TaskcoreError,
+    policy: RetryPolicy,
+    deadline: Deadline,
+    *,
+    budget: RetryBudget | None = None,
+    hub: EventHub = events.process,
+    sleep: Callable[[float], None] | None = None,
+) -> T:
+    """The retries of a call whose first attempt failed with the retryable ``first_failure``.
+
+    Almost every call succeeds first time, so the first attempt runs without any of this
+    (:func:`call_with_retries`, the one-shot runner); tenacity's machinery is only built once
+    an attempt has failed, and is handed that failure as its attempt 1.
+    """
     refused_by_budget = False
-    maybe_applied = False
+    maybe_applied = isinstance(first_failure, TransientError) and first_failure.maybe_applied
 
     def tracked() -> T:
         nonlocal maybe_applied
@@ -131,18 +170,6 @@ def call_with_retries(
             maybe_applied = maybe_applied or exc.maybe_applied
             raise
 
-    # Fast path: almost every call succeeds first time, so tenacity's machinery is only built
-    # once an attempt has failed with a retryable error (which it then replays as attempt 1).
-    try:
-        result = tracked()
-    except TaskcoreError as exc:
-        if not exc.retryable:
-            raise
-        first_failure: TaskcoreError = exc
-    else:
-        if budget is not None:
-            budget.record_success()
-        return result
     replayed = False
 
     def replay_then_attempt() -> T:

@@ -64,6 +64,8 @@ def test_non_utc_session_time_zone_is_converted(pg_db: PostgresDb) -> None:
     stored = taskcore.create_task(TaskCreate(title="t"), user_id="u")
     listed = taskcore.get_tasks(user_id="u")
     assert stored.created_at.tzinfo is UTC and listed[0].updated_at.tzinfo is UTC
-    epoch = pg_db.scalar("SELECT extract(epoch FROM created_at) FROM tasks WHERE id = %s", (stored.id,))
+    epoch = pg_db.scalar(
+        "SELECT extract(epoch FROM created_at) FROM tasks WHERE id = %s", (stored.id,)
+    )
     assert stored.created_at.timestamp() == pytest.approx(float(epoch))
     assert pg_db.scalar("SHOW TimeZone") != "Asia/Kolkata"  # the independent session is unaffected
