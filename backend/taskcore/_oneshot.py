@@ -65,8 +65,8 @@ class _OneShot:
         link, self._link = self._link, None
         if link is None:
             return
-        if link.savepoint_name is None:
-            link.close()  # autocommit: nothing to end
+        if link.savepoint_name is None:  # autocommit: nothing to end; the connection goes back
+            link.pool.release(link.pooled, reuse=not link.broken)
         else:
             self._database._oneshot_done(link, ok=ok, deadline=self._deadline)
 

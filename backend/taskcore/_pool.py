@@ -125,9 +125,18 @@ class Pool:
     def acquire(self, deadline: Deadline) -> Pooled:
         """A live connection, waiting in line (FIFO) no longer than ``deadline``."""
         while True:
-            pooled = self._take(deadline)
+            with self._lock:  # the common case, inline: someone's idle connection, nobody waits
+                idle = self._idle
+                if idle and not self._waiters and self._pid == process_id:
+                    pooled = (
+                        idle.pop() if idle[0].used >= self._clock() - self._idle_timeout else None
+                    )
+                else:
+                    pooled = None
             if pooled is None:
-                return self._open_new(deadline)
+                pooled = self._take(deadline)
+                if pooled is None:
+                    return self._open_new(deadline)
             # Usable: not too old, and not closed by the server while idle, seen locally with no
             # round trip. An idle connection has nothing to read: when Neon suspends a compute
             # (or the server restarts) the server sends FATAL 57P01 and closes the socket,

@@ -14,7 +14,6 @@ why the hot path skips ``UTCDateTime``'s per-value processor there (``_sql.Compi
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,11 +38,15 @@ _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _STATE = "_sa_instance_state"
 
 
-@functools.cache
-def _mappers_ready() -> None:
+_configured = False
+
+
+def _configure_mappers() -> None:
     """Configure SQLAlchemy's mappers once: Core statements alone never trigger it, and the
     instrumented attributes of an unconfigured mapper cannot be read."""
+    global _configured  # noqa: PLW0603 - set once; configure_mappers is idempotent
     configure_mappers()
+    _configured = True
 
 
 class _StateOnFirstUse:
@@ -69,7 +72,8 @@ def _utc(value: datetime) -> datetime:
 
 def task_from_row(row: Sequence[Any]) -> Task:
     """A Task from a row of the tasks table (all columns, in table order)."""
-    _mappers_ready()
+    if not _configured:
+        _configure_mappers()
     task: Task = _new(Task)
     values = task.__dict__
     values.update(zip(_COLUMNS, row, strict=True))

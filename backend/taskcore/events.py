@@ -117,6 +117,8 @@ class EventHub:
 
     def __init__(self, parent: EventHub | None = None) -> None:
         self._parent = parent
+        #: This hub and its parents, nearest first.
+        self._chain: tuple[EventHub, ...] = (self, *(parent._chain if parent else ()))
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[Event], object]] = []
         self._counters: Counter[str] = Counter()
@@ -153,14 +155,11 @@ class EventHub:
         If someone does, count nothing and return False: the caller then builds the event and
         emits it (which counts it). The hot path's one call for "an event happened".
         """
-        hubs = []
-        hub: EventHub | None = self
-        while hub is not None:
+        chain = self._chain
+        for hub in chain:
             if hub._subscribers:
                 return False
-            hubs.append(hub)
-            hub = hub._parent
-        for hub in hubs:
+        for hub in chain:
             with hub._lock:
                 hub._counters[name] += 1
         return True

@@ -134,35 +134,45 @@ def _check_description(value: str | None) -> str | None:
     return _check_text(value, "description", min_length=0, max_length=DESCRIPTION_MAX)
 
 
+#: pydantic's per-instance private-attribute slot, read and written here without the Python-level
+#: ``__getattr__``/``__setattr__`` of pydantic and SQLModel (an input model is built per call).
+_PRIVATE = pydantic.BaseModel.__dict__["__pydantic_private__"]
+
+
 class _Input(SQLModel):
-    """Base of input models: pydantic's errors (which echo the input) become our ValidationError."""
+    """Base of input models: pydantic's errors (which echo the input) become our ValidationError.
+
+    ``{"checked": True}`` in the private slot means the fields are as validation left them
+    (not after ``model_construct`` or an assignment), so the repository re-validates only what
+    may be invalid.
+    """
 
     model_config = SQLModel.model_config | {"extra": "forbid", "strict": True}
-    #: True while the fields are as validation left them (False after model_construct or an
-    #: assignment), so the repository re-validates only what may be invalid.
-    _checked: bool = pydantic.PrivateAttr(default=False)
 
     def __init__(self, **data: Any) -> None:
         error = None
         try:
-            super().__init__(**data)
+            # What SQLModel's __init__ does for a model that is not a table, minus its detours.
+            self.__pydantic_validator__.validate_python(data, self_instance=self)
         except pydantic.ValidationError as exc:
             error = _validation_error(exc)
         if error is not None:
             raise error  # raised outside the except block: no __context__ holding the input
-        self._checked = True
+        _PRIVATE.__set__(self, {"checked": True})
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        if not name.startswith("_"):
-            self._checked = False  # assignments are not validated: check again before use
+        private = _PRIVATE.__get__(self)
+        if private is not None:
+            private["checked"] = False  # assignments are not validated: check again before use
 
     def validated(self) -> Self:
         """This instance if it is known valid, else a re-validated copy (which may raise).
 
         Catches instances built with ``model_construct`` or changed after construction.
         """
-        if self._checked:
+        private = _PRIVATE.__get__(self)
+        if private is not None and private.get("checked"):
             return self
         return type(self).model_validate(self.model_dump(exclude_unset=True))
 
@@ -175,7 +185,7 @@ class _Input(SQLModel):
         except pydantic.ValidationError as exc:
             error = _validation_error(exc)
         else:
-            instance._checked = True
+            _PRIVATE.__set__(instance, {"checked": True})
             return instance
         raise error
 
@@ -244,7 +254,8 @@ class TaskUpdate(_Input):
 
     def changes(self) -> dict[str, Any]:
         """The fields the caller set, ready for an UPDATE; refuses an empty update."""
-        values = self.model_dump(exclude_unset=True)
+        # The fields set, as model_dump(exclude_unset=True) would give them (all plain values).
+        values = {name: self.__dict__[name] for name in self.__pydantic_fields_set__}
         if not values:
             raise ValidationError("invalid task: an update must change at least one field")
         return values
