@@ -391,7 +391,7 @@ class RawPsycopg2(Implementation):
         return self._one("create_task", title=f"task {i}")
 
     def get_task(self) -> object:
-        return self._one("get_task")
+        return self._one("get_task", task_id=self.fixture.read_id)
 
     def get_tasks(self) -> object:
         return self._one("get_tasks")

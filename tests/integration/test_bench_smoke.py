@@ -65,6 +65,12 @@ def test_baseline_replays_taskcores_own_sql(results: dict[str, Any]) -> None:
     assert "ON CONFLICT" in sql["create_task"]
     assert "task_operations" in sql["update_task"] and "task_operations" in sql["delete_task"]
     assert results["wait_callback"] is not None  # taskcore installed its deadline callback
+    # The reads replay with the same bound values: the same statement on the wire, byte for byte
+    # (a baseline reading no row, e.g. "tasks.id = NULL", would be unfairly fast).
+    for row in results["one_shots"]:
+        if row["kind"] == "read":
+            wires = row["round_trips"]
+            assert wires["raw_psycopg2"]["wire"] == wires["taskcore"]["wire"], row["operation"]
 
 
 @pytest.mark.real_waits
