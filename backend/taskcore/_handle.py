@@ -106,7 +106,7 @@ class HandleCore:
         except Exception as exc:  # noqa: BLE001 - translated below, outside the except block
             error = translate(exc, Phase.CONNECT)
         else:
-            link = pooled.link
+            link: Link | None = pooled.link
             if link is None or link.pool is not pool:  # an isolated handle lends its own
                 link = pooled.link = Link(pool, pooled, self.dialect)
             link.savepoint_name = None

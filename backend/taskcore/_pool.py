@@ -82,10 +82,15 @@ class ConnectionSource(Protocol):
 
 
 class _Waiter:
-    __slots__ = ("event", "handed")
+    """A thread in line for a connection: it sleeps on ``ready`` (a plain lock, held until the
+    hand-off releases it), which is cheaper than a ``threading.Event`` (a Condition and a
+    second lock) when hundreds of threads queue."""
+
+    __slots__ = ("handed", "ready")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.ready = threading.Lock()
+        self.ready.acquire()
         self.handed: Pooled | bool | None = (
             False  # a connection, None = "open one", False = not yet
         )
@@ -169,7 +174,7 @@ class Pool:
             waiter = _Waiter()
             self._waiters.append(waiter)
         try:
-            waiter.event.wait(deadline.remaining())
+            waiter.ready.acquire(timeout=deadline.remaining())
         except BaseException:
             # Interrupted (Ctrl-C, a signal handler's SystemExit): leave the line, and pass on
             # what was handed meanwhile, or that connection (or slot) would be lost for good.
@@ -230,7 +235,7 @@ class Pool:
             if self._waiters:
                 waiter = self._waiters.popleft()
                 waiter.handed = pooled
-                waiter.event.set()
+                waiter.ready.release()
                 return
             if pooled is None:
                 self._open -= 1

@@ -14,7 +14,7 @@ why the hot path skips ``UTCDateTime``'s per-value processor there (``_sql.Compi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy.orm.state import InstanceState
 from taskcore._statements import TASKS
 from taskcore.models import Task
 
-__all__ = ["task_from_row"]
+__all__ = ["task_from_row", "tasks_from_rows"]
 
 _COLUMNS = tuple(TASKS.c.keys())
 _FIELDS = frozenset(_COLUMNS)
@@ -72,16 +72,25 @@ def _utc(value: datetime) -> datetime:
 
 def task_from_row(row: Sequence[Any]) -> Task:
     """A Task from a row of the tasks table (all columns, in table order)."""
+    return tasks_from_rows((row,))[0]
+
+
+def tasks_from_rows(rows: Iterable[Sequence[Any]]) -> list[Task]:
+    """Tasks from rows of the tasks table (all columns, in table order), one loop for all."""
     if not _configured:
         _configure_mappers()
-    task: Task = _new(Task)
-    values = task.__dict__
-    values.update(zip(_COLUMNS, row, strict=True))
-    _set_fields(task, set(_FIELDS))
-    _set_extra(task, None)
-    _set_private(task, None)
-    if row[_CREATED].tzinfo is not UTC:
-        values["created_at"] = _utc(row[_CREATED])
-    if row[_UPDATED].tzinfo is not UTC:
-        values["updated_at"] = _utc(row[_UPDATED])
-    return task
+    tasks: list[Task] = []
+    append = tasks.append
+    for row in rows:
+        task: Task = _new(Task)
+        values = task.__dict__
+        values.update(zip(_COLUMNS, row, strict=True))
+        _set_fields(task, set(_FIELDS))
+        _set_extra(task, None)
+        _set_private(task, None)
+        if row[_CREATED].tzinfo is not UTC:
+            values["created_at"] = _utc(row[_CREATED])
+        if row[_UPDATED].tzinfo is not UTC:
+            values["updated_at"] = _utc(row[_UPDATED])
+        append(task)
+    return tasks

@@ -19,6 +19,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    false,
     insert,
     not_,
     select,
@@ -31,6 +32,7 @@ from taskcore.models import Task, task_operations, utcnow
 __all__ = [
     "BATCH",
     "CALL_KEY_RETENTION",
+    "MANY_NAMES",
     "OPERATION_KEY_RETENTION",
     "PURGE_BATCH",
     "TASKS",
@@ -109,12 +111,25 @@ BATCH = 1000
 
 @functools.lru_cache(maxsize=64)
 def insert_many(rows: int) -> Insert:
-    """One INSERT ... VALUES of ``rows`` rows (``<column>_<i>`` binds) RETURNING every column."""
-    names = ("title", "description", "user_id")
+    """One INSERT ... VALUES of ``rows`` rows RETURNING every column.
+
+    Binds ``owner`` once for every row and ``title_<i>``, ``description_<i>`` per row
+    (:data:`MANY_NAMES`); ``completed`` is the literal false (no per-row default to bind).
+    """
     values: list[dict[str, Any]] = [
-        {name: bindparam(f"{name}_{i}") for name in names} for i in range(rows)
+        {
+            "title": bindparam(title),
+            "description": bindparam(description),
+            "completed": false(),
+            "user_id": bindparam("owner"),
+        }
+        for title, description in MANY_NAMES[:rows]
     ]
     return insert(TASKS).values(values).returning(*TASKS.c)
+
+
+#: The bind names of row i of :func:`insert_many`, made once.
+MANY_NAMES = tuple((f"title_{i}", f"description_{i}") for i in range(BATCH))
 
 
 @functools.cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CommitOutcomeUnknownError",
     "ConfigurationError",
@@ -37,6 +39,18 @@ class TaskcoreError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.args[0]!r}, sqlstate={self.sqlstate!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable whatever a subclass's __init__ takes (worker frameworks ship errors
+        # between processes): rebuilt from its message and attributes, __init__ not called.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[TaskcoreError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigurationError(TaskcoreError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import operator
 import os
 import random
 import uuid
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy.sql import ClauseElement
 
 from taskcore import _statements as sql
-from taskcore._rows import task_from_row
+from taskcore._rows import task_from_row, tasks_from_rows
 from taskcore.errors import ConflictError, NotFoundError, ValidationError
 from taskcore.models import (
     Task,
@@ -54,6 +55,7 @@ class StatementRunner(Protocol):
 
 
 _task = task_from_row
+_first = operator.itemgetter(0)
 
 
 class TaskRepository:
@@ -112,18 +114,20 @@ class TaskRepository:
             if not isinstance(data, TaskCreate):
                 raise ValidationError("create_many() takes TaskCreate items", fields=("items",))
             checked = data.validated()
-            rows.append(
-                {"title": checked.title, "description": checked.description, "user_id": owner}
-            )
+            rows.append((checked.title, checked.description))
         created: builtins.list[Task] = []
         for start in range(0, len(rows), sql.BATCH):
             chunk = rows[start : start + sql.BATCH]
-            params = {
-                f"{name}_{i}": value for i, row in enumerate(chunk) for name, value in row.items()
-            }
+            params: dict[str, Any] = {"owner": owner}
+            for (title, description), (title_name, description_name) in zip(
+                chunk, sql.MANY_NAMES, strict=False
+            ):
+                params[title_name] = title
+                params[description_name] = description
             stored = self._runner.fetch(sql.insert_many(len(chunk)), params, writes=True)
             # One INSERT ... VALUES assigns ids in VALUES order: sorting by id is input order.
-            created.extend(_task(row) for row in sorted(stored, key=lambda row: row[0]))
+            stored.sort(key=_first)
+            created.extend(tasks_from_rows(stored))
         return created
 
     def get(self, task_id: int, *, user_id: str | None = None) -> Task | None:
@@ -171,7 +175,7 @@ class TaskRepository:
         statement = sql.select_list(
             owner is not None, completed is not None, paged, after_id is not None
         )
-        return [_task(row) for row in self._runner.fetch(statement, params, writes=False)]
+        return tasks_from_rows(self._runner.fetch(statement, params, writes=False))
 
     def update(self, task_id: int, data: TaskUpdate, *, user_id: str | None = None) -> Task:
         """Change the fields set in ``data``; raise NotFoundError if there is no such task.
