@@ -140,6 +140,52 @@ def _cpu_table(results: Mapping[str, Any]) -> Table:
     return header, rows
 
 
+def _shared_table(results: Mapping[str, Any]) -> Table:
+    header = [
+        "operation",
+        "loopback ops/s",
+        "x raw",
+        "target (not judged)",
+        "taskcore CPU µs/call",
+        "raw CPU µs/call",
+        "CPU x raw",
+        "µs/call wall tc / raw",
+    ]
+    rows = []
+    for row in results["one_shots"]:
+        shared = row.get("loopback_shared")
+        if shared is None:
+            continue
+        cpu = shared["cpu"]
+        rows.append(
+            [
+                row["operation"],
+                _mm(shared["ops_per_s"]["taskcore"], ops=True),
+                _ratio(shared["ratio_vs_raw"]),
+                f">= {shared['target_ratio_vs_raw']:g} {_verdict(shared['pass'])}",
+                _mm(cpu["us_per_op"]["taskcore"], 0),
+                _mm(cpu["us_per_op"]["raw_psycopg2"], 0),
+                _ratio(cpu["ratio_vs_raw"]),
+                f"{shared['us_per_op']['taskcore']:.0f} / "
+                f"{shared['us_per_op']['raw_psycopg2']:.0f}",
+            ]
+        )
+    return header, rows
+
+
+def _placement_text(results: Mapping[str, Any], phase: str) -> str:
+    where = results.get("placements", {}).get(phase)
+    if where is None:
+        return ""
+    if not where["controlled"]:
+        return f"; CPU placement left to the scheduler ({where['reason']})"
+    if where["placement"] == "split":
+        return (
+            f"; benchmark pinned to CPU {where['client_cpu']}, server to CPU {where['server_cpu']}"
+        )
+    return f"; benchmark and server pinned to one CPU ({where['client_cpu']})"
+
+
 def _baseline_table(results: Mapping[str, Any]) -> Table:
     header = [
         "operation",
@@ -446,7 +492,7 @@ def _single_sections(results: Mapping[str, Any]) -> list[tuple[str, Table | None
             f"One-shot operations, single client: round trips counted on the wire; loopback "
             f"{c['loop_ops']} calls x {c['loop_rounds']} rounds; 2 ms link (FlakyProxy process "
             f"adding {c['link_one_way_s'] * 1e3:g} ms each way) {c['link_ops']} x "
-            f"{c['link_rounds']}",
+            f"{c['link_rounds']}{_placement_text(results, 'loopback')}",
             _one_shot_table(results),
             [],
         ),
@@ -454,6 +500,13 @@ def _single_sections(results: Mapping[str, Any]) -> list[tuple[str, Table | None
             "Client CPU per call (process CPU time ÷ calls, single client, loopback, same "
             "rounds as above)",
             _cpu_table(results),
+            [],
+        ),
+        (
+            "The same loopback calls with the benchmark and the server on one CPU (reported, "
+            f"not judged: every µs of client CPU also delays the server)"
+            f"{_placement_text(results, 'loopback_shared')}",
+            _shared_table(results),
             [],
         ),
         ("Baselines (same rounds)", _baseline_table(results), []),

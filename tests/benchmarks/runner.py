@@ -24,6 +24,7 @@ from .link import Endpoint, ProxyProcess
 from .load import LoadTarget, run_load
 from .machine import machine_info
 from .measure import Call, Stage, Timing, count_round_trips, interleaved, profile, spread
+from .placement import placed
 from .wire import StatementTemplate, TracingProxy
 
 __all__ = ["TARGETS", "run_benchmark"]
@@ -255,17 +256,25 @@ def _single_client(
         _bind_all(impls, proxy)
         _count_phase(proxy, impls, one_shots, units, config, protection, db, fixture)
         results["bulk"] = _count_bulk(proxy, impls, fixture, config, protection, db)
-    say("loopback throughput and client CPU per call (direct connections) ...")
     _bind_all(impls, None)
     green = RawPsycopg2(db, fixture, dict(templates), green=True)
     green.bind(None)
     timed = {**impls, green.name: green}
+    results["placements"] = {}
     try:
-        _time_phase("loopback", timed, one_shots, units, config, say)
+        for phase, placement in LOOPBACK_PHASES.items():
+            with placed(placement, fixture.seeder) as where:
+                results["placements"][phase] = where
+                say(
+                    "loopback throughput and client CPU per call (direct connections), "
+                    f"{_where_text(where)} ..."
+                )
+                _time_phase(phase, timed, one_shots, units, config, say)
+                if phase == "loopback":
+                    say("bulk create (loopback) ...")
+                    _time_bulk(impls, fixture, config, results["bulk"])
     finally:
         green.close()
-    say("bulk create (loopback) ...")
-    _time_bulk(impls, fixture, config, results["bulk"])
     link_ms = config.link_one_way_s * 1e3
     say(f"throughput through a proxy process adding {link_ms:g} ms each way ...")
     with ProxyProcess(db.host, db.port) as link:
@@ -283,6 +292,19 @@ def _single_client(
     results["recovery"] = _recovery(db, tc, fixture, config)
     results["one_shots"] = list(one_shots.values())
     results["units_of_work"] = list(units.values())
+
+
+#: Single-client loopback phases and the CPU placement each runs in (see placement.py):
+#: "loopback" (judged) with the server on a core of its own, then the same with one shared core.
+LOOPBACK_PHASES = {"loopback": "split", "loopback_shared": "shared"}
+
+
+def _where_text(where: Mapping[str, Any]) -> str:
+    if not where["controlled"]:
+        return f"CPU placement left to the scheduler ({where['reason']})"
+    if where["placement"] == "split":
+        return f"benchmark on CPU {where['client_cpu']}, server on CPU {where['server_cpu']}"
+    return f"benchmark and server sharing CPU {where['client_cpu']}"
 
 
 def _bind_all(impls: Mapping[str, Implementation], proxy: Endpoint | None) -> None:
@@ -462,7 +484,8 @@ def _time_phase(
     config: BenchConfig,
     say: Progress,
 ) -> None:
-    loop = phase == "loopback"
+    loop = phase in LOOPBACK_PHASES
+    judged = phase != "loopback_shared"  # the shared-core numbers are reported, not judged
     n, rounds = (
         (config.loop_ops, config.loop_rounds) if loop else (config.link_ops, config.link_rounds)
     )
@@ -482,11 +505,12 @@ def _time_phase(
         if loop:
             result["cpu"] = _judge_cpu(timing)
         misses = result["pass"] is False or (loop and result["cpu"]["pass"] is False)
-        if misses and config.profile_misses:
+        if misses and judged and config.profile_misses:
             calls = config.profile_calls if loop else n
             result["profile"] = profile(
                 impls["taskcore"].operation(op, calls + 1), calls, stages=_stages(op)
             )
+        result["judged"] = judged
         row[phase] = result
         cpu = ""
         if loop:

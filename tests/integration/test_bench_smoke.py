@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from _pgbouncer import find_pgbouncer
 from _pgserver import PgTarget
 from benchmarks import BenchConfig, Database, markdown, render, run_benchmark
+from benchmarks.placement import placed
 
 pytestmark = pytest.mark.postgres
 
@@ -55,6 +57,9 @@ def test_one_shots_cost_exactly_one_round_trip(results: dict[str, Any]) -> None:
         assert set(row["link"]["ops_per_s"]) == {"taskcore", "raw_psycopg2", "tutorial"}
         cpu = row["loopback"]["cpu"]["us_per_op"]
         assert cpu["taskcore"]["median"] > 0 and cpu["raw_psycopg2"]["median"] > 0, op
+        assert row["loopback"]["judged"] is True and row["loopback_shared"]["judged"] is False
+    assert results["placements"]["loopback"]["placement"] == "split"
+    assert results["placements"]["loopback_shared"]["placement"] == "shared"
 
 
 @pytest.mark.real_waits
@@ -146,3 +151,34 @@ def test_report_and_json(results: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "bench.json"
     path.write_text(json.dumps(results))
     assert json.loads(path.read_text())["machine"]["cpu_count"] >= 1
+
+
+def _server_cpus(conn: Any) -> set[int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        (pid,) = cur.fetchone()
+    return os.sched_getaffinity(pid)
+
+
+@pytest.mark.parametrize("placement", ["split", "shared"])
+def test_placement_pins_both_sides_and_restores_them(pg: PgTarget, placement: str) -> None:
+    """The single-client phases' CPU pinning: as named while it lasts, as before afterwards;
+    a backend forked while pinned (it inherits the postmaster's mask) is restored too."""
+    db = Database.from_url(pg.url, "pytest")
+    seeder = db.connect()
+    try:
+        client_before, server_before = os.sched_getaffinity(0), _server_cpus(seeder)
+        with placed(placement, seeder) as where:
+            if not where["controlled"]:
+                pytest.skip(f"CPU placement not controllable here: {where['reason']}")
+            assert os.sched_getaffinity(0) == {where["client_cpu"]}
+            assert _server_cpus(seeder) == {where["server_cpu"]}
+            assert (where["client_cpu"] == where["server_cpu"]) is (placement == "shared")
+            forked = db.connect()  # a new backend, forked by the pinned postmaster
+            assert _server_cpus(forked) == {where["server_cpu"]}
+        assert os.sched_getaffinity(0) == client_before
+        assert _server_cpus(seeder) == server_before
+        assert _server_cpus(forked) == server_before
+        forked.close()
+    finally:
+        seeder.close()
