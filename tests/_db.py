@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ class Db:
         """Open a fresh independent connection in autocommit mode."""
         raise NotImplementedError
 
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         """Run one statement on a fresh independent connection; return all rows ([] if none)."""
         with closing(self._connect()) as conn:
             cur = conn.cursor()

@@ -12,17 +12,22 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Insert,
     Select,
     Table,
+    any_,
     bindparam,
+    cast,
     delete,
     exists,
     false,
+    func,
     insert,
     not_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,6 +37,7 @@ from taskcore.models import Task, task_operations, utcnow
 __all__ = [
     "BATCH",
     "CALL_KEY_RETENTION",
+    "GENERATED_KEY",
     "MANY_NAMES",
     "OPERATION_KEY_RETENTION",
     "PURGE_BATCH",
@@ -185,37 +191,53 @@ def _keyed(statement: Any, scoped: bool, purge: bool) -> Any:
 
 def _purge_batch() -> Any:
     """The bounded purge as a CTE of a keyed write (no extra round trip)."""
-    return _purge_delete(server_time=True).cte("purge")
+    return _purge_delete(postgres=True).cte("purge")
 
 
 @functools.cache
 def purge_keys(dialect: str) -> Any:
-    """The same bounded purge as a statement of its own (claims; SQLite has no DML in CTEs).
-
-    SQLite stores UTC text and has no interval arithmetic: it binds ``call_cutoff`` and
-    ``key_cutoff`` (computed by the caller from the retentions) instead of using server time.
-    """
-    return _purge_delete(server_time=dialect == "postgresql")
+    """The same bounded purge as a statement of its own (claims; SQLite has no DML in CTEs)."""
+    return _purge_delete(postgres=dialect == "postgresql")
 
 
-def _purge_delete(*, server_time: bool) -> Any:
-    """DELETE at most PURGE_BATCH expired keys, oldest first (served by the created_at index).
+#: Keys the library generates per call: UUIDv4 text (version digit 4). Caller keys are UUIDv5.
+GENERATED_KEY = task_operations.c.key.like("________-____-4%")
+
+
+def _purge_delete(*, postgres: bool) -> Any:
+    """DELETE at most PURGE_BATCH expired keys of each retention, oldest first.
 
     Keys the library generates per call (UUIDv4) are only needed while that call retries, so
     they go after CALL_KEY_RETENTION; keys derived from callers' keys (UUIDv5: claims, job
-    ids) are kept for OPERATION_KEY_RETENTION, to match redeliveries.
+    ids) are kept for OPERATION_KEY_RETENTION, to match redeliveries. Each part is one index
+    range scan that stops after PURGE_BATCH rows: generated keys through the partial index
+    ``ix_task_operations_call_keys`` (only they are in it, so the caller keys younger than
+    their retention are never walked past), every key older than OPERATION_KEY_RETENTION
+    through the ``created_at`` index. On PostgreSQL the keys found are deleted through the
+    primary key (``= ANY(array)``: one probe each, whatever the planner thinks of the table's
+    size), so a purge reads about 4 x PURGE_BATCH index entries however many live keys there are.
+
+    SQLite stores UTC text and has no interval arithmetic: it binds ``key_cutoff`` (computed by
+    the caller) instead of using server time. It never stores generated keys (its one-shot
+    writes record none), so only the caller keys' part runs there.
     """
     ops = task_operations.c
-    if server_time:
-        call_cutoff: Any = utcnow() - CALL_KEY_RETENTION
-        key_cutoff: Any = utcnow() - OPERATION_KEY_RETENTION
-    else:
-        call_cutoff = bindparam("call_cutoff", type_=ops.created_at.type)
+    key_cutoff: Any = utcnow() - OPERATION_KEY_RETENTION
+    if not postgres:
         key_cutoff = bindparam("key_cutoff", type_=ops.created_at.type)
-    generated = ops.key.like("________-____-4%")
-    expired = (generated & (ops.created_at < call_cutoff)) | (ops.created_at < key_cutoff)
-    batch = select(ops.key).where(expired).order_by(ops.created_at).limit(PURGE_BATCH)
-    return delete(task_operations).where(ops.key.in_(batch.scalar_subquery()))
+
+    def oldest(*where: Any) -> Select[Any]:
+        batch = select(ops.key).where(*where).order_by(ops.created_at).limit(PURGE_BATCH)
+        return select(batch.subquery().c.key)  # a subquery: SQLite's compounds take no LIMIT
+
+    expired = oldest(ops.created_at < key_cutoff)
+    if not postgres:
+        return delete(task_operations).where(ops.key.in_(expired))
+    call_cutoff = utcnow() - CALL_KEY_RETENTION
+    found = union_all(oldest(GENERATED_KEY, ops.created_at < call_cutoff), expired).subquery()
+    keys = select(func.array_agg(found.c.key)).scalar_subquery()  # an InitPlan: run once
+    # The CAST makes ANY take the array (ANY (subquery) would compare with each row instead).
+    return delete(task_operations).where(ops.key == any_(cast(keys, ARRAY(ops.key.type))))
 
 
 @functools.cache

@@ -232,13 +232,10 @@ class TaskRepository:
         dialect = self._runner.dialect_name
         rows = self._runner.fetch(sql.claim_key(dialect), params, writes=True)
         if _purge(params["op_key"]):  # claims purge too: a claims-only workload stays bounded
-            now = datetime.now(UTC)
-            cutoffs = {
-                "call_cutoff": now - sql.CALL_KEY_RETENTION,
-                "key_cutoff": now - sql.OPERATION_KEY_RETENTION,
-            }
+            # PostgreSQL computes the cutoffs from server time; SQLite (UTC text) binds its one.
+            cutoff = {"key_cutoff": datetime.now(UTC) - sql.OPERATION_KEY_RETENTION}
             self._runner.fetch(
-                sql.purge_keys(dialect), cutoffs if dialect == "sqlite" else {}, writes=True
+                sql.purge_keys(dialect), cutoff if dialect == "sqlite" else {}, writes=True
             )
         return bool(rows)
 
