@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from taskcore.models import Task, task_operations, utcnow
+from taskcore.models import Task, task_operations, utcnow, utcnow_after
 
 __all__ = [
     "BATCH",
@@ -248,7 +248,7 @@ def update_one(
     values: dict[str, Any] = {name: bindparam(f"v_{name}") for name in sorted(fields)}
     if toggle:
         values["completed"] = not_(_C.completed)
-    values["updated_at"] = utcnow()
+    values["updated_at"] = utcnow_after(_C.updated_at)
     statement = update(TASKS).where(*_matching(scoped)).values(values)
     if keyed:
         statement = _keyed(statement, scoped, purge)

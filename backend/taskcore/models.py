@@ -6,7 +6,18 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 import pydantic
-from sqlalchemy import Column, DateTime, String, Table, UniqueConstraint, false
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Interval,
+    String,
+    Table,
+    UniqueConstraint,
+    cast,
+    false,
+    func,
+    literal,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -50,9 +61,38 @@ def _pg_utcnow(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(utcnow, "sqlite")
 def _sqlite_utcnow(element: utcnow, compiler: SQLCompiler, **kw: Any) -> str:
-    # CURRENT_TIMESTAMP has one-second resolution on SQLite; %f gives milliseconds, so two
-    # writes in quick succession still get increasing timestamps
+    # CURRENT_TIMESTAMP has one-second resolution on SQLite; %f gives milliseconds
     return "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+
+class utcnow_after(FunctionElement[datetime]):  # noqa: N801 - a SQL function, like utcnow
+    """The database's current time, but later than the column given (a row's updated_at): each
+    write moves a row's updated_at forward, even two writes within the clock's resolution
+    (SQLite's is a millisecond, which an in-process update takes less than) or across a step
+    back of the server's clock."""
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(utcnow_after, "postgresql")
+def _pg_utcnow_after(element: utcnow_after, compiler: SQLCompiler, **kw: Any) -> str:
+    (previous,) = element.clauses
+    later = func.greatest(utcnow(), previous + _PG_TICK)
+    return compiler.process(later, **kw)
+
+
+@compiles(utcnow_after, "sqlite")
+def _sqlite_utcnow_after(element: utcnow_after, compiler: SQLCompiler, **kw: Any) -> str:
+    (previous,) = element.clauses
+    # Both texts in strftime's one format, so max() compares them as times.
+    later = func.max(utcnow(), func.strftime(_SQLITE_FORMAT, previous, _SQLITE_TICK))
+    return compiler.process(later, **kw)
+
+
+_PG_TICK = cast(literal("1 microsecond"), Interval)
+_SQLITE_FORMAT = literal("%Y-%m-%d %H:%M:%f")
+_SQLITE_TICK = literal("+0.001 seconds")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
