@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         help="one-shot calls per implementation per round on loopback "
-        "(full 200, --quick 40; the 2 ms link uses N/6)",
+        "(full 600, --quick 40; the 2 ms link uses N/6)",
     )
     parser.add_argument(
         "--duration",

@@ -80,11 +80,11 @@ class BenchConfig:
         """The published numbers: every scenario 3+ times (about 15 minutes on two cores)."""
         return cls(
             mode="full",
-            loop_ops=200,
-            loop_rounds=5,
+            loop_ops=600,
+            loop_rounds=7,
             link_ops=25,
             link_rounds=3,
-            unit_loop_ops=60,
+            unit_loop_ops=100,
             unit_link_ops=8,
             warmup=20,
             count_calls=5,

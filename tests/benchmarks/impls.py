@@ -367,6 +367,11 @@ class RawPsycopg2(Implementation):
     def write_id(self) -> int:
         return self.fixture.write_ids["raw_psycopg2"]
 
+    @property
+    def owner(self) -> str:
+        """The owner of ``write_id`` (the captured statements name taskcore's own)."""
+        return self.fixture.users["write-raw_psycopg2"]
+
     def connect(self, proxy: Endpoint | None) -> None:
         self.close()
         self._auto = self.db.connect(proxy, autocommit=True)
@@ -397,10 +402,10 @@ class RawPsycopg2(Implementation):
         return self._one("get_tasks")
 
     def update_task(self, i: int) -> object:
-        return self._one("update_task", title=f"title {i}", task_id=self.write_id)
+        return self._one("update_task", title=f"title {i}", task_id=self.write_id, user=self.owner)
 
     def toggle_complete(self) -> object:
-        return self._one("toggle_complete", task_id=self.write_id)
+        return self._one("toggle_complete", task_id=self.write_id, user=self.owner)
 
     def delete_task(self, task_id: int) -> object:
         return self._one("delete_task", task_id=task_id)

@@ -37,12 +37,16 @@ class Count:
     round_trips: float | None  # None: the link was encrypted, nothing could be parsed
     new_connections: int
     wire: list[str] = field(default_factory=list)  # statements of the last call, in order
+    #: Whether the last call found (or wrote) a row: a baseline that matches no row (a wrong
+    #: id or owner bound) does less work than taskcore and would look unfairly fast.
+    found: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "round_trips": _number(self.round_trips),
             "new_connections": self.new_connections,
             "wire": self.wire,
+            "found": self.found,
         }
 
 
@@ -63,11 +67,11 @@ def count_round_trips(
     for i in range(warmup, warmup + calls - 1):
         fn(i)
     with proxy.tracing() as wire:
-        fn(warmup + calls - 1)
+        result = fn(warmup + calls - 1)
     stats = proxy.stats
     encrypted = stats.round_trips == 0 and stats.bytes_up > 0
     per_call = None if encrypted else stats.round_trips / calls
-    return Count(per_call, stats.connections, list(wire))
+    return Count(per_call, stats.connections, list(wire), found=bool(result))
 
 
 @dataclass(frozen=True)
