@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import (
 from taskcore._deadline import Deadline, bounded
 from taskcore._deadline import _local as _deadline_local
 from taskcore._pool import ConnectionSource, Pooled
-from taskcore._sql import compile_for, execute, shapes
+from taskcore._sql import compile_for, execute
 from taskcore._translate import _DRIVER_ERRORS, Phase, translate
 from taskcore.errors import TaskcoreError
 
@@ -60,11 +60,7 @@ class Link:
         self, statement: ClauseElement, params: Mapping[str, Any], phase: Phase, deadline: Deadline
     ) -> list[Any]:
         """Run a cached Core statement shape; its rows (columns: ``columns(statement)``)."""
-        hit = shapes.get((id(statement), self.dialect.name))
-        if hit is not None and hit[0] is statement:
-            compiled = hit[1]
-        else:
-            compiled = compile_for(statement, self.dialect)
+        compiled = compile_for(statement, self.dialect)
         local = _deadline_local.__dict__
         previous = local.get("deadline")
         local["deadline"] = deadline  # what the wait callback honours (see _deadline)

@@ -12,9 +12,8 @@ from taskcore import events
 from taskcore._deadline import Deadline
 from taskcore._link import Link
 from taskcore._translate import Phase
-from taskcore.errors import TaskcoreError
 from taskcore.repository import TaskRepository, call_key, caller_key
-from taskcore.retry import admit, retry_after
+from taskcore.retry import call_with_retries
 
 if TYPE_CHECKING:
     from taskcore.database import Database
@@ -79,33 +78,15 @@ def run_oneshot(
     operation_key: str | None = None,
     deadline: float | None = None,
 ) -> T:
-    """Run ``fn`` on a repository whose statements autocommit, under the call's one deadline.
-
-    The first attempt runs inline (this is every call's path: a few frames, no closures);
-    only a retryable failure builds the retry loop (:func:`taskcore.retry.retry_after`).
-    """
+    """Run ``fn`` on a repository whose statements autocommit, under the call's one deadline."""
     clock = Deadline(deadline or database.settings.deadline)
-    budget = database.budget
-    if budget is not None and budget.exhausted:
-        admit(operation, budget, database.events)
-    try:
-        result = _attempt(database, operation, fn, clock, operation_key, 1)
-    except TaskcoreError as exc:
-        if not exc.retryable:
-            raise
-        first_failure = exc
-    else:
-        if budget is not None:
-            budget.record_success()
-        return result
-    numbers = itertools.count(2)
-    return retry_after(
+    numbers = itertools.count(1)
+    return call_with_retries(
         operation,
         lambda: _attempt(database, operation, fn, clock, operation_key, next(numbers)),
-        first_failure,
         database.policy,
         clock,
-        budget=budget,
+        budget=database.budget,
         hub=database.events,
     )
 

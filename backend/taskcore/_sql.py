@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.base import _NoArg
 
-__all__ = ["Compiled", "compile_for", "execute", "shapes"]
+__all__ = ["Compiled", "compile_for", "execute"]
 
 Processor = Callable[[Any], Any]
 
@@ -63,20 +63,20 @@ def _required(value: Any) -> bool:
     return repr(value) == "symbol('REQUIRED')"
 
 
-#: (id(statement), dialect name) -> (statement, its Compiled); read lock-free by the hot path.
-shapes: dict[tuple[int, str], tuple[ClauseElement, Compiled]] = {}
+#: (id(statement), dialect name) -> (statement, its Compiled); read lock-free.
+_cache: dict[tuple[int, str], tuple[ClauseElement, Compiled]] = {}
 _lock = threading.Lock()
 
 
 def compile_for(statement: ClauseElement, dialect: Dialect) -> Compiled:
     """The compiled form of ``statement`` (a cached, reused shape) for ``dialect``."""
     key = (id(statement), dialect.name)
-    hit = shapes.get(key)
+    hit = _cache.get(key)
     if hit is not None and hit[0] is statement:
         return hit[1]
     compiled = Compiled(statement, dialect)
     with _lock:
-        shapes[key] = (statement, compiled)  # the statement is kept alive: its id stays unique
+        _cache[key] = (statement, compiled)  # the statement is kept alive: its id stays unique
     return compiled
 
 

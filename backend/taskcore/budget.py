@@ -80,7 +80,7 @@ class RetryBudget:
         now = self.clock()
         successes = self._successes
         successes.append(now)
-        if (successes and successes[0] < now - self.window - 1.0) or self.exhausted:
+        if successes[0] < now - self.window - 1.0 or self.exhausted:
             with self._lock:
                 self._trim(now)
                 self.exhausted = False

@@ -54,7 +54,6 @@ class StatementRunner(Protocol):
         ...
 
 
-_task = task_from_row
 _first = operator.itemgetter(0)
 
 
@@ -89,11 +88,11 @@ class TaskRepository:
             "idempotency_key": key,
         }
         if key is None:
-            return _task(self._runner.fetch(sql.insert_task(), values, writes=True)[0])
+            return task_from_row(self._runner.fetch(sql.insert_task(), values, writes=True)[0])
         upsert = sql.upsert_task(self._runner.dialect_name)
         rows = self._runner.fetch(upsert, values, writes=True, idempotent=True)
         if rows:
-            return _task(rows[0])
+            return task_from_row(rows[0])
         existing = self._runner.fetch(
             sql.select_by_key(), {"owner": owner, "v_idempotency_key": key}, writes=False
         )
@@ -101,7 +100,7 @@ class TaskRepository:
             # The conflicting row exists but this transaction's snapshot cannot see it
             # (REPEATABLE READ / SERIALIZABLE): a conflict, safe to re-run whole.
             raise ConflictError("a concurrent create with the same idempotency key")
-        return _task(existing[0])
+        return task_from_row(existing[0])
 
     def create_many(self, items: Iterable[TaskCreate], *, user_id: str) -> builtins.list[Task]:
         """Store many tasks for ``user_id`` in order; one statement per 1,000 rows.
@@ -134,7 +133,7 @@ class TaskRepository:
         """The task, or None when it does not exist or belongs to another user."""
         params = _target(task_id, user_id)
         rows = self._runner.fetch(sql.select_one("owner" in params), params, writes=False)
-        return _task(rows[0]) if rows else None
+        return task_from_row(rows[0]) if rows else None
 
     def list(
         self,
@@ -216,13 +215,13 @@ class TaskRepository:
         statement = sql.update_one(fields, toggle, scoped, key is not None, _purge(key))
         rows = self._runner.fetch(statement, params, writes=True, idempotent=key is not None)
         if rows:
-            return _task(rows[0])
+            return task_from_row(rows[0])
         if key is not None:
             # Nothing updated now: if an earlier attempt of this same call applied the write
             # (its key is recorded), the call succeeded; return the task as it is now.
             applied = self._runner.fetch(sql.select_applied(scoped), params, writes=False)
             if applied:
-                return _task(applied[0])
+                return task_from_row(applied[0])
         raise NotFoundError(task_id)
 
     def claim(self, key: str) -> bool:

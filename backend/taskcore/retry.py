@@ -26,7 +26,7 @@ from taskcore.errors import (
 )
 from taskcore.events import EventHub
 
-__all__ = ["RetryPolicy", "admit", "call_with_retries", "no_retry_waits", "retry_after"]
+__all__ = ["RetryPolicy", "call_with_retries", "no_retry_waits"]
 
 T = TypeVar("T")
 _log = logging.getLogger("taskcore")
@@ -112,7 +112,7 @@ def call_with_retries(
     With a ``budget``, each retry spends from it, and once it is spent calls fail fast.
     """
     if budget is not None and budget.exhausted:
-        admit(operation, budget, hub)
+        _admit(operation, budget, hub)
     try:
         result = attempt()
     except TaskcoreError as exc:
@@ -123,12 +123,12 @@ def call_with_retries(
         if budget is not None:
             budget.record_success()
         return result
-    return retry_after(
+    return _retry_after(
         operation, attempt, first_failure, policy, deadline, budget=budget, hub=hub, sleep=sleep
     )
 
 
-def admit(operation: str, budget: RetryBudget, hub: EventHub) -> None:
+def _admit(operation: str, budget: RetryBudget, hub: EventHub) -> None:
     """Fail fast (DatabaseUnavailableError) if the spent ``budget`` refuses a first attempt."""
     if budget.admit():
         return
@@ -142,7 +142,7 @@ def admit(operation: str, budget: RetryBudget, hub: EventHub) -> None:
     )
 
 
-def retry_after(
+def _retry_after(
     operation: str,
     attempt: Callable[[], T],
     first_failure: TaskcoreError,
@@ -156,8 +156,8 @@ def retry_after(
     """The retries of a call whose first attempt failed with the retryable ``first_failure``.
 
     Almost every call succeeds first time, so the first attempt runs without any of this
-    (:func:`call_with_retries`, the one-shot runner); tenacity's machinery is only built once
-    an attempt has failed, and is handed that failure as its attempt 1.
+    (:func:`call_with_retries`); tenacity's machinery is only built once an attempt has failed,
+    and is handed that failure as its attempt 1.
     """
     refused_by_budget = False
     maybe_applied = isinstance(first_failure, TransientError) and first_failure.maybe_applied
